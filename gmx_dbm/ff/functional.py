@@ -1,0 +1,96 @@
+"""Energy kernels in GROMACS' functional forms (manual section "Bonded interactions").
+
+Pure functions of geometric values and parameters in GROMACS file units (nm, kJ/mol, degrees for the
+equilibrium angles and phases; force constants per rad^2), broadcasting over any shape, so that the
+force field and the training prior share them. Angles passed in are radians. Energies in kJ/mol.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+DEG = math.pi / 180.0
+
+
+def harmonic_bond(r, b0, kb):
+    """Bond func 1: 1/2 kb (r - b0)^2."""
+    return 0.5 * kb * (r - b0) ** 2
+
+
+def g96_bond(r, b0, kb):
+    """Bond func 2 (GROMOS-96): 1/4 kb (r^2 - b0^2)^2."""
+    return 0.25 * kb * (r * r - b0 * b0) ** 2
+
+
+def harmonic_angle(theta, theta0_deg, k):
+    """Angle func 1: 1/2 k (theta - theta0)^2, theta in radians, theta0 in degrees."""
+    return 0.5 * k * (theta - theta0_deg * DEG) ** 2
+
+
+def g96_angle(cos_theta, theta0_deg, k):
+    """Angle func 2 (GROMOS-96 cosine): 1/2 k (cos theta - cos theta0)^2."""
+    return 0.5 * k * (cos_theta - torch.cos(torch.as_tensor(theta0_deg * DEG, dtype=cos_theta.dtype))) ** 2
+
+
+def periodic_dihedral(phi, phi_s_deg, k, multiplicity):
+    """Dihedral func 1, 9 (proper) and 4 (periodic improper): k (1 + cos(n phi - phi_s)).
+    The multiplicity n comes from the topology (never assumed)."""
+    return k * (1.0 + torch.cos(multiplicity * phi - phi_s_deg * DEG))
+
+
+def wrap_angle(dphi):
+    """Map an angle difference into [-pi, pi) as GROMACS' make_dp_periodic."""
+    return dphi - 2.0 * math.pi * torch.floor((dphi + math.pi) / (2.0 * math.pi))
+
+
+def harmonic_improper(xi, xi0_deg, k):
+    """Dihedral func 2: 1/2 k (xi - xi0)^2 with the difference wrapped into [-pi, pi)."""
+    return 0.5 * k * wrap_angle(xi - xi0_deg * DEG) ** 2
+
+
+def ryckaert_bellemans(phi, c):
+    """Dihedral func 3: sum_n C_n cos^n(psi), psi = phi - 180 deg; c (..., 6)."""
+    cpsi = -torch.cos(phi)
+    out = c[..., 5]
+    for n in (4, 3, 2, 1, 0):   # Horner
+        out = out * cpsi + c[..., n]
+    return out
+
+
+def lennard_jones(r2, c6, c12, cutoff=None, shift=True):
+    """LJ c12/r^12 - c6/r^6 from squared distances; with a cutoff and shift=True the potential is
+    shifted to zero at the cutoff (GROMACS vdw-modifier potential-shift); pairs beyond the cutoff
+    contribute 0."""
+    inv6 = 1.0 / (r2 * r2 * r2)
+    v = (c12 * inv6 - c6) * inv6
+    if cutoff is not None:
+        if shift:
+            rc6 = 1.0 / cutoff ** 6
+            v = v - (c12 * rc6 - c6) * rc6
+        v = torch.where(r2 < cutoff * cutoff, v, torch.zeros_like(v))
+    return v
+
+
+def reaction_field_constants(cutoff: float, epsilon_rf: float, epsilon_r: float = 1.0) -> tuple:
+    """(k_rf, c_rf) as GROMACS: epsilon_rf = 0 means infinity; c_rf makes the potential 0 at rc."""
+    if epsilon_rf == 0:
+        k_rf = 1.0 / (2.0 * cutoff ** 3)
+    else:
+        k_rf = (epsilon_rf - epsilon_r) / (2.0 * epsilon_rf + epsilon_r) / cutoff ** 3
+    return k_rf, 1.0 / cutoff + k_rf * cutoff ** 2
+
+
+def reaction_field(r, qq_f, k_rf, c_rf):
+    """Reaction-field pair energy f q_i q_j (1/r + k_rf r^2 - c_rf) (qq_f includes 1/(4 pi eps0 eps_r))."""
+    return qq_f * (1.0 / r + k_rf * r * r - c_rf)
+
+
+def reaction_field_excluded(r, qq_f, k_rf, c_rf):
+    """GROMACS' (Verlet scheme) reaction-field correction for an excluded pair within the cutoff."""
+    return qq_f * (k_rf * r * r - c_rf)
+
+
+def coulomb(r, qq_f):
+    """Plain Coulomb f q_i q_j / r (1-4 pairs)."""
+    return qq_f / r

@@ -1,0 +1,66 @@
+"""Torch geometry for GROMACS boxes: minimum image, distances, angles, signed dihedrals.
+
+Boxes are (B, 3, 3) with the box vectors a, b, c as rows (GROMACS triclinic form: a along x, b in the
+xy plane). Positions are (B, ..., 3) in nm; angles come out in radians.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _box_like(box: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Box (B,3,3) reshaped to broadcast against vectors d (B, ..., 3)."""
+    extra = d.dim() - 2
+    return box.reshape(box.shape[0], *([1] * extra), 3, 3)
+
+
+def minimum_image(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Shortest periodic image of difference vectors d (B, ..., 3), GROMACS style: remove multiples of
+    c, then b, then a (exact for rectangular boxes and for triclinic ones within GROMACS' shape limits
+    when |d| < half the shortest box height)."""
+    b = _box_like(box, d)
+    for k in (2, 1, 0):
+        shift = torch.round(d[..., k] / b[..., k, k])
+        d = d - shift.unsqueeze(-1) * b[..., k, :]
+    return d
+
+
+def pbc_vector(x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:
+    """x_j - x_i for index tensors i, j (m,) of positions x (B, N, 3), minimum image if a box is given."""
+    d = x[:, j] - x[:, i]
+    return d if box is None else minimum_image(d, box)
+
+
+def norm(v: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(v, dim=-1)
+
+
+def angle(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
+    """Angle between vectors (radians, 0..pi), via atan2 for accuracy near 0 and pi."""
+    cross = torch.cross(v1, v2, dim=-1)
+    return torch.atan2(norm(cross), (v1 * v2).sum(-1))
+
+
+def bond_angle(r_ji: torch.Tensor, r_jk: torch.Tensor) -> torch.Tensor:
+    """Angle i-j-k from the vectors x_i - x_j and x_k - x_j."""
+    return angle(r_ji, r_jk)
+
+
+def dihedral(r_ij: torch.Tensor, r_kj: torch.Tensor, r_kl: torch.Tensor) -> torch.Tensor:
+    """Signed dihedral i-j-k-l in radians (-pi, pi], GROMACS/IUPAC convention (trans = pi), from
+    r_ij = x_i - x_j, r_kj = x_k - x_j, r_kl = x_k - x_l as in GROMACS' dih_angle. Written as
+    atan2(|r_kj| (m . r_kl), m . n) with m = r_ij x r_kj, n = r_kj x r_kl, which equals GROMACS'
+    sign(r_ij . n) * angle(m, n) but stays differentiable at 0 and pi."""
+    m = torch.cross(r_ij, r_kj, dim=-1)
+    n = torch.cross(r_kj, r_kl, dim=-1)
+    y = norm(r_kj) * (m * r_kl).sum(-1)
+    x = (m * n).sum(-1)
+    return torch.atan2(y, x)
+
+
+def dihedral_from_positions(xi, xj, xk, xl, box=None) -> torch.Tensor:
+    """Signed dihedral from four position tensors (B, m, 3)."""
+    r_ij, r_kj, r_kl = xi - xj, xk - xj, xk - xl
+    if box is not None:
+        r_ij, r_kj, r_kl = (minimum_image(v, box) for v in (r_ij, r_kj, r_kl))
+    return dihedral(r_ij, r_kj, r_kl)

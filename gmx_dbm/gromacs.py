@@ -1,0 +1,167 @@
+"""Finding and running the GROMACS command-line tool ``gmx``.
+
+Lookup order: environment variable ``GMX_DBM_GMX``, the project's build prefix
+(/opt/gmx_dbm/gromacs-2022.5-gmxapi, overridable with ``GMX_DBM_GROMACS_PREFIX``), then ``gmx`` on PATH.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import GromacsError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "/opt/gmx_dbm/gromacs-2022.5-gmxapi"
+
+
+def find_gmx(required: bool = True) -> str | None:
+    """Path of the gmx binary, or None (required=False) / GromacsError when there is none."""
+    exe = os.environ.get("GMX_DBM_GMX")
+    if exe:
+        if shutil.which(exe) is None:
+            raise GromacsError(f"GMX_DBM_GMX={exe} is not an executable")
+        return shutil.which(exe)
+    prefixed = Path(os.environ.get("GMX_DBM_GROMACS_PREFIX", DEFAULT_PREFIX)) / "bin" / "gmx"
+    if prefixed.is_file() and os.access(prefixed, os.X_OK):
+        return str(prefixed)
+    exe = shutil.which("gmx")
+    if exe is None and required:
+        raise GromacsError(f"GROMACS not found: set GMX_DBM_GMX, install into {DEFAULT_PREFIX} "
+                           "(scripts/install_gromacs.sh) or put gmx on PATH")
+    return exe
+
+
+def gmx_topology_dir(gmx: str | None = None) -> Path | None:
+    """GROMACS' force-field folder (share/gromacs/top) for the found gmx; GMXLIB first if set."""
+    if os.environ.get("GMXLIB") and Path(os.environ["GMXLIB"]).is_dir():
+        return Path(os.environ["GMXLIB"])
+    gmx = gmx or find_gmx(required=False)
+    if gmx is None:
+        return None
+    top = Path(os.path.realpath(gmx)).parent.parent / "share" / "gromacs" / "top"
+    return top if top.is_dir() else None
+
+
+_ERROR_RE = re.compile(r"^(Fatal error|Error in user input|Invalid command line argument|"
+                       r"Inconsistency in user input|File input/output error)", re.M)
+
+
+def distill_error(text: str) -> str:
+    """The essential lines of a GROMACS failure: the block after 'Fatal error:' up to the dashes."""
+    lines = text.splitlines()
+    for k, line in enumerate(lines):
+        if _ERROR_RE.match(line):
+            out = []
+            for follow in lines[k + 1:]:
+                if follow.startswith("----") or (follow.startswith("For more information") and out):
+                    break
+                if follow.strip():
+                    out.append(follow.strip())
+            msg = " ".join(out) or line
+            return f"{line.rstrip(':')}: {msg}"
+    tail = [ln for ln in lines if ln.strip()][-5:]
+    return " | ".join(tail) if tail else "no output"
+
+
+def run_gmx(args, cwd=None, input_text: str | None = None, gmx: str | None = None,
+            timeout: float | None = None) -> str:
+    """Run ``gmx ARGS`` in ``cwd``; return stdout+stderr, raise GromacsError with the distilled
+    GROMACS error (and the work directory) on failure."""
+    exe = gmx or find_gmx()
+    cmd = [exe, "-quiet", *[str(a) for a in args]] if args and args[0] != "-version" else [exe, *args]
+    log.debug("running %s in %s", " ".join(cmd), cwd)
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, input=input_text, capture_output=True, text=True,
+                              timeout=timeout)
+    except FileNotFoundError as exc:
+        raise GromacsError(f"cannot run {exe}: {exc}") from None
+    except subprocess.TimeoutExpired:
+        raise GromacsError(f"gmx {args[0]} timed out after {timeout} s", workdir=cwd) from None
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise GromacsError(f"gmx {args[0]} failed (exit {proc.returncode}): {distill_error(out)}",
+                           workdir=cwd)
+    return out
+
+
+RERUN_MDP = """; gmx_dbm rerun settings: energies only; no buffer effects (a rerun's list holds all pairs < rlist)
+integrator              = md
+nsteps                  = 0
+cutoff-scheme           = Verlet
+verlet-buffer-tolerance = -1
+nstlist                 = 1
+rlist                   = {rlist}
+pbc                     = xyz
+vdwtype                 = cut-off
+vdw-modifier            = {vdw_modifier}
+rvdw                    = {rvdw}
+coulombtype             = {coulombtype}
+rcoulomb                = {rcoulomb}
+epsilon-r               = {epsilon_r}
+epsilon-rf              = {epsilon_rf}
+DispCorr                = no
+constraints             = none
+nstcalcenergy           = 1
+nstenergy               = 1
+"""
+
+
+def rerun_mdp(settings) -> str:
+    """An mdp text for ``gmx mdrun -rerun`` matching a ``NonbondedSettings``-like object."""
+    coul = {"reaction-field": "reaction-field", "cut-off": "cut-off", "none": "reaction-field"}[settings.coulomb]
+    return RERUN_MDP.format(rlist=max(settings.cutoff, settings.rcoulomb), rvdw=settings.cutoff,
+                            vdw_modifier="potential-shift" if settings.modifier == "potential-shift" else "none",
+                            coulombtype=coul, rcoulomb=settings.rcoulomb, epsilon_r=settings.epsilon_r,
+                            epsilon_rf=settings.epsilon_rf)
+
+
+def read_xvg(path) -> tuple:
+    """(legends, data (frames, columns)) of a GROMACS .xvg file; column 0 is time."""
+    import numpy as np
+    legends, rows = [], []
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("@") and " legend " in line and line.split()[1].startswith("s"):
+            legends.append(line.split('"')[1])
+        elif line and line[0] not in "#@":
+            rows.append([float(v) for v in line.split()])
+    return legends, np.asarray(rows, dtype=float)
+
+
+def edr_energies(edr, workdir, gmx: str | None = None) -> dict:
+    """All energy terms of an .edr file: {GROMACS term name: numpy array over frames}."""
+    exe = gmx or find_gmx()
+    # the first call only prints the menu of terms (and fails: nothing selected)
+    menu = subprocess.run([exe, "-quiet", "energy", "-f", str(edr), "-o", "energy.xvg"], cwd=workdir,
+                          input="\n", capture_output=True, text=True)
+    text = menu.stdout + menu.stderr
+    block = text[text.find("-----"):] if "-----" in text else text
+    numbers = sorted({int(m) for m in re.findall(r"(?<!\S)(\d+)\s+[A-Za-z#][^\s]*", block)})
+    if not numbers:
+        raise GromacsError(f"gmx energy: no energy terms in {edr}: {distill_error(text)}", workdir=workdir)
+    sel = "\n".join(str(n) for n in numbers) + "\n\n"
+    run_gmx(["energy", "-f", edr, "-o", "energy.xvg"], cwd=workdir, input_text=sel, gmx=gmx)
+    legends, data = read_xvg(Path(workdir) / "energy.xvg")
+    return {name: data[:, k + 1] for k, name in enumerate(legends)}
+
+
+def rerun_energies(top, conf, workdir, settings=None, mdp_text: str | None = None, traj=None,
+                   defines=(), maxwarn: int = 0, gmx: str | None = None) -> dict:
+    """Energies of ``conf`` (or of every frame of ``traj``) from ``gmx grompp`` + ``gmx mdrun -rerun`` in
+    ``workdir``: {GROMACS term name: array over frames}."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if mdp_text is None:
+        mdp_text = rerun_mdp(settings)
+    if defines:
+        mdp_text += "define = " + " ".join(f"-D{d}" for d in defines) + "\n"
+    (workdir / "rerun.mdp").write_text(mdp_text)
+    run_gmx(["grompp", "-f", "rerun.mdp", "-c", Path(conf).resolve(), "-p", Path(top).resolve(),
+             "-o", "rerun.tpr", "-po", "mdout.mdp", "-maxwarn", str(maxwarn)], cwd=workdir, gmx=gmx)
+    run_gmx(["mdrun", "-s", "rerun.tpr", "-rerun", Path(traj or conf).resolve(), "-deffnm", "rerun",
+             "-nt", "1", "-pin", "off"], cwd=workdir, gmx=gmx)
+    return edr_energies("rerun.edr", workdir, gmx=gmx)
