@@ -105,14 +105,17 @@ def minimum_image(d, box) -> np.ndarray:
 
 
 def wrap(positions, box) -> np.ndarray:
-    """Put every position into the triclinic unit cell (fractional coordinates in [0, 1)), as GROMACS'
-    ``put_atoms_in_box`` does for lower-triangular boxes."""
+    """Put every position into the box as GROMACS' ``put_atoms_in_box`` (trjconv -pbc atom) does for
+    lower-triangular boxes: shifting by c, then b, then a gives 0 <= x_k < box[k, k] for each k, i.e. the
+    rectangular brick of the triclinic cell."""
     box = np.asarray(box, dtype=np.float64)
-    pos = np.asarray(positions, dtype=np.float64)
-    frac = pos @ np.linalg.inv(box)
-    frac -= np.floor(frac)
-    frac[frac >= 1.0] = 0.0  # -1e-17 - floor() rounds to exactly 1.0
-    return frac @ box
+    pos = np.array(positions, dtype=np.float64, copy=True)
+    flat = pos.reshape(-1, 3)
+    for k in (2, 1, 0):
+        flat -= np.outer(np.floor(flat[:, k] / box[k, k]), box[k])
+        # -1e-17 + L rounds to exactly L
+        flat[flat[:, k] >= box[k, k]] -= box[k]
+    return pos
 
 
 class WholePlan:
