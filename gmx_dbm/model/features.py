@@ -1,0 +1,194 @@
+"""Conditional inputs for batches of atoms to place: environment grids and the energy-prior context.
+
+A ``FrameState`` holds one frame's bead centres, current atom positions and which atoms are placed;
+``featurize`` turns a batch of atoms into grids (all beads and molecules at once) plus what the energy
+prior needs (partner positions relative to the bead centre). Positions are float32 nm.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..voxel import GridSpec, density_of, local_frames, minimum_image, voxelize
+from .recipe import N_RELATIONS, REL_ANGLE, REL_BOND, REL_DIHEDRAL, REL_EXCLUDED, Recipe
+
+# Atoms sit within this distance of their bead centre (sPS: <= 0.33 nm); used only to find candidates.
+ATOM_REACH = 0.45
+
+
+@dataclass
+class FrameState:
+    positions: torch.Tensor      # (N, 3) current positions (reference or generated); junk where not placed
+    placed: torch.Tensor         # (N,) bool
+    centres: torch.Tensor        # (nb, 3) bead centres
+    box: torch.Tensor            # (3, 3)
+    axes: torch.Tensor           # (nb, 3) vector from bead centre to its align partner (minimum image)
+    cand_atoms: torch.Tensor     # (nb, Mc) candidate environment atoms, -1 padded
+    cand_beads: torch.Tensor     # (nb, Mb) candidate environment beads, -1 padded
+
+
+def _neighbour_beads(centres: torch.Tensor, box: torch.Tensor, radius: float, chunk: int = 1024):
+    """(nb, Mb) indices of beads within ``radius`` of each bead (itself included), -1 padded."""
+    nb = centres.shape[0]
+    rows = []
+    for s in range(0, nb, chunk):
+        d = minimum_image(centres[None, :, :] - centres[s:s + chunk, None, :], box)
+        rows.append((d * d).sum(-1) <= radius * radius)
+    mask = torch.cat(rows)
+    counts = mask.sum(1)
+    m = int(counts.max())
+    order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :m]
+    idx = torch.where(torch.arange(m)[None, :] < counts[:, None], order, torch.full_like(order, -1))
+    return idx
+
+
+def build_state(recipe: Recipe, grid: GridSpec, centres, box, positions=None, placed=None) -> FrameState:
+    """State of one frame. Without ``positions`` nothing is placed (inference start)."""
+    centres = torch.as_tensor(centres, dtype=torch.float32)
+    box = torch.as_tensor(box, dtype=torch.float32)
+    N = recipe.n_atoms
+    if positions is None:
+        positions = torch.zeros(N, 3)
+        placed = torch.zeros(N, dtype=torch.bool)
+    else:
+        positions = torch.as_tensor(positions, dtype=torch.float32).clone()
+        placed = torch.ones(N, dtype=torch.bool) if placed is None else placed.clone()
+    align = torch.from_numpy(recipe.bead_align)
+    axes = minimum_image(centres[align.clamp_min(0)] - centres, box)
+    # a bead with no partner (one-bead molecule) keeps the lab z axis; rotations about it are sampled
+    axes = torch.where((align >= 0)[:, None], axes, torch.tensor([0.0, 0.0, 1.0]))
+    # cube half-edge c holds points up to c*sqrt(3) from the centre; atoms sit within ATOM_REACH of theirs
+    reach = grid.cutoff * 3 ** 0.5
+    cand_beads = _neighbour_beads(centres, box, reach + ATOM_REACH)
+    # atoms of candidate beads: bead -> atoms table, then gather
+    seq = torch.from_numpy(recipe.bead_seq)                        # (nb, K), -1 padded
+    atoms = torch.where(cand_beads[:, :, None] >= 0, seq[cand_beads.clamp_min(0)], torch.full_like(seq[:1, None], -1))
+    atoms = atoms.reshape(atoms.shape[0], -1)
+    valid = atoms >= 0
+    counts = valid.sum(1)
+    order = torch.argsort(valid.to(torch.int8), dim=1, descending=True, stable=True)[:, :int(counts.max())]
+    cand_atoms = torch.gather(atoms, 1, order)
+    cand_beads_env = _neighbour_beads(centres, box, reach + 3 * grid.sigma)
+    return FrameState(positions, placed, centres, box, axes, cand_atoms, cand_beads_env)
+
+
+@dataclass
+class Batch:
+    """Inputs for placing S atoms. ``grid`` (S, C, G, G, G); ``frames`` (S, 3, 3) rows = local axes;
+    ``atom_type`` (S,) channel index; prior context in bead-centred unrotated coordinates (nm)."""
+    atoms: torch.Tensor
+    beads: torch.Tensor
+    grid: torch.Tensor
+    frames: torch.Tensor
+    atom_type: torch.Tensor
+    env_rel: torch.Tensor        # (S, M, 3) environment atoms present
+    env_c6: torch.Tensor         # (S, M) zero where excluded / absent
+    env_c12: torch.Tensor
+    bonded: dict                 # kind -> dict(pos (S, m, w, 3), slot (S, m), func (S, m), params, active)
+
+    def to_local(self, rel: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("sij,sj->si", self.frames, rel)
+
+    def to_rel(self, local: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("sji,sj->si", self.frames, local)
+
+    def target_density(self, true_rel: torch.Tensor, grid: GridSpec) -> torch.Tensor:
+        return density_of(self.to_local(true_rel), grid)
+
+
+def _compact(mask: torch.Tensor, *tensors):
+    """Keep, per row, only the slots where ``mask`` is true (front-packed, shortest common width)."""
+    counts = mask.sum(1)
+    m = max(int(counts.max()) if counts.numel() else 0, 1)
+    order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :m]
+    keep = torch.gather(mask, 1, order)
+    out = [torch.gather(t, 1, order.reshape(order.shape + (1,) * (t.dim() - 2)).expand(
+        order.shape + t.shape[2:])) for t in tensors]
+    return keep, out
+
+
+def featurize(recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Tensor,
+              initial: torch.Tensor | bool, angles: torch.Tensor) -> Batch:
+    """Build the conditional input for placing ``atoms`` (S,).
+
+    ``initial`` (S,) bool: the environment holds only atoms earlier in the generation order (step <
+    the atom's step; initial pass), else every placed atom but this one (Gibbs sweeps). Hydrogens of
+    the same molecule are absent from the environment of heavy atoms (paper II.E).
+    """
+    S = atoms.shape[0]
+    if isinstance(initial, bool):
+        initial = torch.full((S,), initial, dtype=torch.bool)
+    atom_bead = torch.from_numpy(recipe.atom_bead)
+    atom_step = torch.from_numpy(recipe.atom_step)
+    atom_mol = torch.from_numpy(recipe.atom_mol)
+    is_heavy = torch.from_numpy(recipe.is_heavy)
+    atom_chan = torch.from_numpy(recipe.atom_channel)
+    beads = atom_bead[atoms]
+    centre = state.centres[beads]                                          # (S, 3)
+    frames = local_frames(state.axes[beads], angles)                      # (S, 3, 3)
+
+    # ---- environment atoms
+    cand = state.cand_atoms[beads]                                         # (S, Mc)
+    ok = cand >= 0
+    c = cand.clamp_min(0)
+    present = ok & state.placed[c] & (c != atoms[:, None])
+    present &= ~initial[:, None] | (atom_step[c] < atom_step[atoms][:, None])
+    same_mol = atom_mol[c] == atom_mol[atoms][:, None]
+    present &= ~(is_heavy[atoms][:, None] & ~is_heavy[c] & same_mol)
+    rel = minimum_image(state.positions[c] - centre[:, None, :], state.box)
+    local = torch.einsum("sij,smj->smi", frames, rel)
+    in_cube = (local.abs() <= grid.cutoff).all(-1)
+    keep, (c, rel, local) = _compact(present & in_cube, c, rel, local)
+
+    rel_bits = recipe.relations(atoms[:, None].expand_as(c), c)
+    relation = torch.full_like(c, 3)                                       # 3 = non-bonded
+    relation = torch.where(rel_bits & REL_DIHEDRAL > 0, torch.full_like(c, 2), relation)
+    relation = torch.where(rel_bits & REL_ANGLE > 0, torch.full_like(c, 1), relation)
+    relation = torch.where(rel_bits & REL_BOND > 0, torch.zeros_like(c), relation)
+    T = recipe.spec.n_atom_types
+    weights = torch.zeros(S, c.shape[1], T * N_RELATIONS + 1)
+    chan = atom_chan[c] * N_RELATIONS + relation
+    weights.scatter_(2, chan.unsqueeze(-1), keep.unsqueeze(-1).float())
+    own_bead = (atom_bead[c] == beads[:, None]) & keep
+    weights[:, :, T * N_RELATIONS] = own_bead.float()
+    grid_atoms = voxelize(local, weights, grid)
+
+    # ---- environment beads (all beads are always known)
+    cb = state.cand_beads[beads]
+    okb = cb >= 0
+    cbc = cb.clamp_min(0)
+    brel = minimum_image(state.centres[cbc] - centre[:, None, :], state.box)
+    blocal = torch.einsum("sij,smj->smi", frames, brel)
+    bkeep = okb & (blocal.abs() <= grid.cutoff + 3 * grid.sigma).all(-1)
+    bchan = torch.from_numpy(recipe.bead_channel)[cbc]
+    nb_types = len(recipe.spec.bead_types)
+    bweights = torch.zeros(S, cb.shape[1], nb_types)
+    bweights.scatter_(2, bchan.unsqueeze(-1), bkeep.unsqueeze(-1).float())
+    grid_beads = voxelize(blocal, bweights, grid)
+    full = torch.cat([grid_atoms, grid_beads], dim=1)
+
+    # ---- energy-prior context: LJ partners among the environment, bonded partners from the tables
+    excluded = (rel_bits & REL_EXCLUDED) > 0
+    ti = recipe.type_index[atoms][:, None].expand_as(c)
+    tj = recipe.type_index[c]
+    lj_on = keep & ~excluded
+    env_c6 = torch.where(lj_on, recipe.lj_c6[ti, tj].float(), torch.zeros(()))
+    env_c12 = torch.where(lj_on, recipe.lj_c12[ti, tj].float(), torch.zeros(()))
+
+    bonded = {}
+    placed_ok = state.placed
+    for kind, tab in recipe.prior.items():
+        part = tab["atoms"][atoms]                                         # (S, m, w)
+        slot = tab["slots"][atoms]
+        valid = tab["valid"][atoms]
+        p = part.clamp_min(0)
+        prel = minimum_image(state.positions[p] - centre[:, None, None, :], state.box)
+        is_self = torch.arange(part.shape[-1])[None, None, :] == slot[..., None]
+        # every other member must be in the environment rule (placed, and earlier if initial)
+        member_ok = placed_ok[p] & ((~initial[:, None, None]) | (atom_step[p] < atom_step[atoms][:, None, None]))
+        member_ok &= ~(is_heavy[atoms][:, None, None] & ~is_heavy[p])     # no intramolecular H for heavy atoms
+        active = valid & (member_ok | is_self).all(-1)
+        bonded[kind] = dict(pos=prel, slot=slot, func=tab["funcs"][atoms], params=tab["params"][atoms].float(),
+                            active=active)
+    return Batch(atoms, beads, full, frames, atom_chan[atoms], rel, env_c6, env_c12, bonded)
