@@ -8,6 +8,7 @@ line has 3 or 9 numbers (see ``gmx_dbm.geometry``). Titles may carry ``t= <time>
 """
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -140,6 +141,9 @@ def _read_atoms(fh, path, count_lineno: int, natoms: int, title: str) -> Frame:
             except ValueError:
                 raise TrajectoryError(f"expected a number for {'xyz'[k]} in columns {a + 1}-{a + width}, got "
                                       f"{text.strip()!r}", path=path, line=lineno) from None
+            if not math.isfinite(pos[i, k]):
+                raise TrajectoryError(f"NaN or infinite {'xyz'[k]} coordinate ({text.strip()!r}); expected a "
+                                      "finite number", path=path, line=lineno)
         if vel is not None:
             try:
                 for k in range(3):

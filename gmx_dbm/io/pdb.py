@@ -95,6 +95,7 @@ def read_pdb(path, n_atoms: int | None = None):
     """Yield the models of a PDB file (ATOM/HETATM records; CRYST1 gives the box)."""
     path = Path(path)
     box = np.zeros((3, 3))
+    time, step = 0.0, 0
     rows, names, resnames, resids = [], [], [], []
     nframe = 0
     last_line = 0
@@ -104,7 +105,7 @@ def read_pdb(path, n_atoms: int | None = None):
         where = f"frame {nframe}"
         check_count(len(rows), n_atoms, path, where, line=lineno)
         frame = Frame(positions=np.asarray(rows, dtype=np.float64).reshape(-1, 3) / 10.0, box=box.copy(),
-                      atoms=AtomInfo(names, resnames, resids))
+                      atoms=AtomInfo(names, resnames, resids), time=time, step=step)
         check_frame(frame, path, where, line=lineno)
         rows, names, resnames, resids = [], [], [], []
         nframe += 1
@@ -114,7 +115,12 @@ def read_pdb(path, n_atoms: int | None = None):
         for lineno, line in enumerate(fh, start=1):
             last_line = lineno
             rec = line[:6]
-            if rec == "CRYST1":
+            if rec == "REMARK" and " t= " in line:
+                # gmx_dbm's (and GROMACS') frame time remark
+                from .gro import _parse_title
+                _, t, s = _parse_title(line[6:])
+                time, step = t or 0.0, s or 0
+            elif rec == "CRYST1":
                 try:
                     lengths = [float(line[6:15]) / 10, float(line[15:24]) / 10, float(line[24:33]) / 10]
                     angles = [float(line[33:40]), float(line[40:47]), float(line[47:54])]
