@@ -96,6 +96,14 @@ def load_system(shared, which):
     return system_from_itp(shared / "cumene" / "G065.itp", 265)
 
 
+def shared_sps_system(shared, tmp_path):
+    """The shared sPS topol.top itself; its unconditional #include "posres.itp" is not shipped, so an
+    empty one is offered from a temporary include folder."""
+    from gmx_dbm.io.topology import read_topology
+    (tmp_path / "posres.itp").write_text("; empty: position restraints are not needed for mapping\n")
+    return read_topology(shared / "sps" / "topol.top", include_dirs=[str(tmp_path)])
+
+
 def max_deviation(mapper, aa_frames, cg_frames):
     worst = 0.0
     n = 0
@@ -236,8 +244,9 @@ def test_missing_map_file(tmp_path):
 
 
 # --------------------------------------------------------------------- reference data (0.002 nm)
-def test_sps_map_reproduces_reference_cg_frames(shared_data):
-    system = load_system(shared_data, "sps")
+@pytest.mark.parametrize("topology", ["project", "shared"])
+def test_sps_map_reproduces_reference_cg_frames(shared_data, tmp_path, topology):
+    system = load_system(shared_data, "sps") if topology == "project" else shared_sps_system(shared_data, tmp_path)
     mapper = Mapper(system, read_mapping(ROOT / "mappings" / "sps.map", system))
     d = shared_data / "sps" / "t568_train"
     worst, n = max_deviation(mapper, read_frames(d / "aa.xtc", n_atoms=5832), read_frames(d / "cg.xtc", n_atoms=720))
