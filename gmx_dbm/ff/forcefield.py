@@ -381,3 +381,31 @@ class ForceField(nn.Module):
 def total(energies: dict) -> torch.Tensor:
     """Sum of all terms (B,)."""
     return sum(energies.values())
+
+
+def compute_energies(conf, top, mdp=None, defines=None, include_dirs=None, dtype=torch.float64,
+                     settings: NonbondedSettings | None = None) -> dict:
+    """Energies of every frame of ``conf`` (.gro/.xtc/.pdb) with topology ``top``: returns
+    {"terms": [...], "frames": [{term: kJ/mol}], "mean": {term: kJ/mol}, "n_atoms": n, "settings": {...}}."""
+    from dataclasses import asdict
+
+    from ..io import read_frames
+    from ..io.topology import check_structure, read_topology
+
+    system = read_topology(top, defines=defines, include_dirs=include_dirs)
+    if settings is None:
+        settings = read_mdp_settings(mdp) if mdp else NonbondedSettings()
+    ff = ForceField(system.flat(), settings, dtype=dtype)
+    frames = []
+    first = True
+    for frame in read_frames(conf):
+        if first:
+            check_structure(system, frame.n_atoms, conf)
+            first = False
+        with torch.no_grad():
+            e = ff(torch.as_tensor(frame.positions, dtype=dtype)[None], torch.as_tensor(frame.box, dtype=dtype)[None])
+        frames.append({k: float(v[0]) for k, v in e.items()})
+    terms = [k for k in ENERGY_KEYS if frames and k in frames[0]]
+    mean = {k: float(np.mean([f[k] for f in frames])) for k in terms}
+    return {"terms": terms, "frames": frames, "mean": mean, "n_atoms": system.n_atoms,
+            "settings": asdict(settings)}
