@@ -438,7 +438,8 @@ class Mapper:
         if self.wrap:
             beads = wrap_positions(beads, frame.box)
         return Frame(positions=np.asarray(beads), box=np.array(frame.box, dtype=np.float64), time=frame.time,
-                     step=frame.step, atoms=self.flat.atom_info(), title=frame.title)
+                     step=frame.step, atoms=self.flat.atom_info(),
+                     title=f"CG (gmx_dbm map) of: {frame.title}" if frame.title else "CG (gmx_dbm map)")
 
 
 def map_positions(frame, system, mapping: SystemMapping, wrap: bool = True):
