@@ -301,7 +301,8 @@ def read_molecule_mapping(path, moltype, lines=None) -> MoleculeMapping:
 
     # --- CG bond graph: beads bonded when any of their atoms are bonded
     ab = np.array([atom_bead[a] - 1 for a in range(1, n + 1)])
-    cg_bonds = sorted({(min(ab[i], ab[j]), max(ab[i], ab[j])) for i, j in g.edges() if ab[i] != ab[j]})
+    cg_bonds = sorted({(int(min(ab[i], ab[j])), int(max(ab[i], ab[j]))) for i, j in g.edges()
+                       if ab[i] != ab[j]})
     cg = nx.Graph()
     cg.add_nodes_from(range(nb))
     cg.add_edges_from(cg_bonds)

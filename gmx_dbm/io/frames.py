@@ -184,6 +184,14 @@ class FrameWriter:
             self.abort()
         return False
 
+    def __del__(self):
+        # a writer dropped without close() must not leave its temporary file behind
+        if not getattr(self, "_done", True):
+            try:
+                self.abort()
+            except Exception:
+                pass
+
     # subclass hooks
     def _open(self, tmp: Path) -> None:
         raise NotImplementedError
