@@ -63,9 +63,23 @@ def distill_error(text: str) -> str:
                 if follow.strip():
                     out.append(follow.strip())
             msg = " ".join(out) or line
-            return f"{line.rstrip(':')}: {msg}"
+            warn = _first_warning(lines) if "warnings" in msg else ""
+            return f"{line.rstrip(':')}: {msg}{warn}"
     tail = [ln for ln in lines if ln.strip()][-5:]
     return " | ".join(tail) if tail else "no output"
+
+
+def _first_warning(lines) -> str:
+    """' First warning: ...' for grompp's 'Too many warnings' failures."""
+    for k, line in enumerate(lines):
+        if line.startswith("WARNING"):
+            body = []
+            for follow in lines[k + 1:]:
+                if not follow.strip():
+                    break
+                body.append(follow.strip())
+            return f" First {line.strip()} {' '.join(body)}"
+    return ""
 
 
 def run_gmx(args, cwd=None, input_text: str | None = None, gmx: str | None = None,
