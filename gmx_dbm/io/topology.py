@@ -360,13 +360,14 @@ class _Reader:
         inter = {"bonds": [], "angles": [], "dihedrals": [], "pairs": []}
 
         def atoms_of(line, w, nat, section):
-            if len(w) < nat + 1:
-                raise line.error(f"[ {section} ] line needs {nat} atom numbers and a func", where=f"molecule {name}")
+            if len(w) < nat:
+                raise line.error(f"[ {section} ] line needs {nat} atom numbers", where=f"molecule {name}")
             idx = _ints(line, w[:nat], "atom numbers")
             for i in idx:
                 if not 1 <= i <= n:
                     raise line.error(f"atom number {i} out of range 1..{n}", where=f"molecule {name}")
-            return tuple(i - 1 for i in idx), _ints(line, w[nat:nat + 1], "func")[0]
+            func = _ints(line, w[nat:nat + 1], "func")[0] if len(w) > nat else 1   # grompp's default
+            return tuple(i - 1 for i in idx), func
 
         def describe(idx):
             return "-".join(f"{i + 1}({g.nodes[i]['name']}/{types[i]})" for i in idx)
