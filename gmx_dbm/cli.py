@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     debug = getattr(args, "debug", False)
     level = logging.DEBUG if debug else (logging.WARNING if args.quiet else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    # third-party chatter (MDAnalysis warns about optional netCDF4 on import) only with --debug
+    for noisy in ("MDAnalysis", "parmed"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
     try:
         return int(args._run(args) or 0)
     except GmxDbmError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .geometry import minimum_image
 from .topology import IMPROPER_FUNCS, PROPER_FUNCS
 
 BINS = {
@@ -18,20 +19,9 @@ BINS = {
 }
 
 
-def minimum_image(d: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Triclinic minimum image; ``box`` (3, 3) or broadcastable (..., 3, 3)."""
-    d = np.array(d, dtype=np.float64, copy=True)
-    box = np.asarray(box, dtype=np.float64)
-    for k in (2, 1, 0):
-        vec = box[..., k, :]
-        n = np.round(d[..., k] / vec[..., k])
-        d -= n[..., None] * vec
-    return d
-
-
 def _vectors(pos, box, i, j):
     # pos (F, N, 3); box (F, 3, 3) -> (F, m, 3)
-    return minimum_image(pos[:, j] - pos[:, i], box[:, None])
+    return np.stack([minimum_image(p[j] - p[i], b) for p, b in zip(pos, box)])
 
 
 def bond_lengths(pos, box, idx):

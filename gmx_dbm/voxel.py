@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .ff.geometry import minimum_image as _ff_minimum_image
+
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -34,16 +36,8 @@ class GridSpec:
 
 
 def minimum_image(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """Minimum-image vectors for a GROMACS triclinic box (rows a, b, c; a along x, b in xy plane).
-
-    Shifts by c, then b, then a, as GROMACS does; exact for the reduced boxes GROMACS writes.
-    """
-    d = d.clone()
-    for k in (2, 1, 0):
-        vec = box[..., k, :]
-        n = torch.round(d[..., k] / vec[..., k])
-        d = d - n.unsqueeze(-1) * vec
-    return d
+    """Minimum-image vectors d (..., 3) for one triclinic box (3, 3) (rows a, b, c)."""
+    return _ff_minimum_image(d.unsqueeze(0), box.unsqueeze(0)).squeeze(0)
 
 
 def rotation_about_z(angles: torch.Tensor) -> torch.Tensor:

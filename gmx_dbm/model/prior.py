@@ -13,6 +13,9 @@ from ..ff import geometry as geo
 from .features import Batch
 
 
+LJ_CAP = 50.0  # kJ/mol per pair
+
+
 def _members(b: dict, cand: torch.Tensor) -> torch.Tensor:
     """Member positions (S, m, w, 3) with the atom's own slot replaced by its candidate position."""
     pos = b["pos"]
@@ -52,6 +55,10 @@ def prior_energy(batch: Batch, cand: torch.Tensor, lj_cutoff: float = 1.0) -> di
     out["dihedral"] = (dihedral_energy(phi, t["func"], t["params"]) * t["active"]).sum(-1)
 
     d = batch.env_rel - cand[:, None, :]
-    r2 = (d * d).sum(-1).clamp_min(0.05 ** 2)   # keep overlapping candidates finite
-    out["lj"] = F.lennard_jones(r2, batch.env_c6, batch.env_c12, cutoff=lj_cutoff, shift=False).sum(-1)
+    r2 = (d * d).sum(-1).clamp_min(0.05 ** 2)
+    e = F.lennard_jones(r2, batch.env_c6, batch.env_c12, cutoff=lj_cutoff, shift=False)
+    # overlapping candidates early in training would give 1e7 kJ/mol and swamp every other signal:
+    # repulsion above LJ_CAP grows only logarithmically (smooth, monotonic, unchanged below the cap)
+    e = torch.where(e > LJ_CAP, LJ_CAP * (1.0 + torch.log(e.clamp_min(LJ_CAP) / LJ_CAP)), e)
+    out["lj"] = e.sum(-1)
     return out

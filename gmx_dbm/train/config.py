@@ -22,6 +22,7 @@ class DataSet:
     topology: str
     mapping: list
     frames: str = ":"            # python-style slice over the concatenated frames, e.g. "0:30" or "::2"
+    cg_frames: str = ""          # slice for the CG frames when they are offset from the all-atom ones
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Config:
     seed: int = 0
     device: str = "cpu"
     mixed_precision: bool = False
+    constraints: str = "none"            # bonds the reference MD constrained: none | h-bonds | all-bonds
+    chemically_specific: bool = False    # only backmap the molecules it was trained on
     grid: GridConfig = field(default_factory=GridConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -150,11 +153,15 @@ def _dataset(raw: dict, base: Path, prefix: str, path) -> DataSet:
                           path=path)
     top = _resolve_path(ds.topology, base, prefix + "topology", path)[0]
     maps = [_resolve_path(m, base, prefix + "mapping", path)[0] for m in ds.mapping]
-    try:
-        parse_slice(ds.frames)
-    except ValueError:
-        raise ConfigError(f"'{prefix}frames' must be a slice like '0:30' or '::2', got {ds.frames!r}", path=path)
-    return DataSet(aa, cg, top, maps, ds.frames)
+    for key in ("frames", "cg_frames"):
+        value = getattr(ds, key)
+        if key == "cg_frames" and not value:
+            continue
+        try:
+            parse_slice(value)
+        except ValueError:
+            raise ConfigError(f"'{prefix}{key}' must be a slice like '0:30' or '::2', got {value!r}", path=path)
+    return DataSet(aa, cg, top, maps, ds.frames, ds.cg_frames)
 
 
 def parse_slice(text: str) -> slice:
@@ -219,9 +226,14 @@ def resolve_config(path) -> Config:
                  seed=_check_type(raw.get("seed", 0), int, "seed", path),
                  device=_check_type(raw.get("device", "cpu"), str, "device", path),
                  mixed_precision=_check_type(raw.get("mixed_precision", False), bool, "mixed_precision", path),
+                 constraints=_check_type(raw.get("constraints", "none"), str, "constraints", path),
+                 chemically_specific=_check_type(raw.get("chemically_specific", False), bool,
+                                                 "chemically_specific", path),
                  **sections)
     if cfg.prior.mode not in ("none", "p1", "p2"):
         raise ConfigError(f"prior.mode must be none, p1 or p2, got {cfg.prior.mode!r}", path=path)
+    if cfg.constraints not in ("none", "h-bonds", "all-bonds"):
+        raise ConfigError(f"constraints must be none, h-bonds or all-bonds, got {cfg.constraints!r}", path=path)
     if cfg.model.size not in ("compact", "large"):
         raise ConfigError(f"model.size must be compact or large, got {cfg.model.size!r}", path=path)
     if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):

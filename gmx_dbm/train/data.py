@@ -53,16 +53,16 @@ def load_system_data(ds: DataSet, spec: FeatureSpec, structures=None) -> SystemD
     recipe = Recipe(flat, mflat, spec)
     aa, box_aa = _read_all(ds.aa, flat.n_atoms)
     cg, _ = _read_all(ds.cg, len(mflat.bead_types))
-    if len(aa) != len(cg):
-        raise ConfigError(f"data set {ds.topology}: {len(aa)} all-atom frames but {len(cg)} CG frames")
-    sl = parse_slice(ds.frames)
-    idx = list(range(len(aa)))[sl]
+    idx = list(range(len(aa)))[parse_slice(ds.frames)]
+    cidx = list(range(len(cg)))[parse_slice(ds.cg_frames or ds.frames)]
+    if len(idx) != len(cidx):
+        raise ConfigError(f"data set {ds.aa[0]}: {len(idx)} all-atom frames selected but {len(cidx)} CG frames "
+                          f"(files hold {len(aa)} and {len(cg)}; see frames / cg_frames)")
     if not idx:
-        raise ConfigError(f"data set {ds.topology}: frame selection {ds.frames!r} selects no frames "
-                          f"(of {len(aa)})")
+        raise ConfigError(f"data set {ds.aa[0]}: frame selection {ds.frames!r} selects no frames (of {len(aa)})")
     log.info("data %s: %d frames, %d atoms, %d beads", ds.topology, len(idx), flat.n_atoms, len(mflat.bead_types))
     return SystemData(ds.topology, recipe, torch.from_numpy(np.stack([aa[i] for i in idx])),
-                      torch.from_numpy(np.stack([cg[i] for i in idx])),
+                      torch.from_numpy(np.stack([cg[i] for i in cidx])),
                       torch.from_numpy(np.stack([box_aa[i] for i in idx])))
 
 

@@ -114,7 +114,7 @@ def prior_loss(cfg: Config, batch: Batch, fake_rel, real_rel, ramp: float):
     else:
         lj = e["lj"]
     loss = ramp * (cfg.prior.bonded_weight * bonded.mean() + cfg.prior.lj_weight * lj.mean())
-    return loss, {k: float(v.mean()) for k, v in e.items()}
+    return loss, {k: float(v.detach().mean()) for k, v in e.items()}
 
 
 def _config_hashes(cfg: Config) -> dict:
@@ -139,6 +139,8 @@ class Trainer:
         structures = [load_structures(ds) for ds in cfg.data]
         val_structures = [load_structures(ds) for ds in cfg.validation]
         self.spec = vocabulary(structures, cfg.features)
+        from ..backmap import _molecule_signatures
+        self.molecules = sorted({sig for system, _ in structures for sig in _molecule_signatures(system)})
         self.data = [load_system_data(ds, self.spec, st) for ds, st in zip(cfg.data, structures)]
         self.val = [load_system_data(ds, self.spec, st) for ds, st in zip(cfg.validation, val_structures)]
         self.sizes = network_sizes(cfg)
@@ -229,8 +231,8 @@ class Trainer:
         self.opt_g.step()
         self.step += 1
         dev = float((fake_rel.detach() - real_rel).norm(dim=-1).mean())
-        return {"step": self.step, "samples": S, "w_dist": float(w_dist), "gp": float(gp),
-                "loss_g": float(loss_g), "loss_prior": float(loss_p), "prior_ramp": ramp,
+        return {"step": self.step, "samples": S, "w_dist": float(w_dist.detach()), "gp": float(gp.detach()),
+                "loss_g": float(loss_g.detach()), "loss_prior": float(loss_p.detach()), "prior_ramp": ramp,
                 "mean_dev_nm": dev, **{f"e_{k}": v for k, v in energies.items()}}
 
     # -- validation ----------------------------------------------------------------------------------
@@ -264,7 +266,9 @@ class Trainer:
         per atom from the training frames (prior terms, bead-local)."""
         return {"training_frames": int(sum(d.n_frames for d in self.data)),
                 "training_files": [f for ds in self.cfg.data for f in ds.aa],
-                "prior": self.cfg.prior.mode, "size": self.cfg.model.size}
+                "prior": self.cfg.prior.mode, "size": self.cfg.model.size,
+                "constraints": self.cfg.constraints, "specific": self.cfg.chemically_specific,
+                "molecules": self.molecules}
 
     def run(self, max_steps: int | None = None, progress: bool = True) -> Path:
         cfg = self.cfg.train

@@ -1,0 +1,204 @@
+"""The backmapping engine: CG frames + all-atom topology + mapping + model -> all-atom frames.
+
+``backmap(...)`` streams frames (constant memory in the number of frames), generates all beads of all
+molecules that are at the same step of their sequence in one batch, refines with Gibbs sweeps, optionally
+projects bonds onto their constraint lengths, wraps into the box and writes every atom of the topology in
+topology order. No all-atom reference is needed. Same inputs + same seed -> identical output.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError, ModelFileError, TrajectoryError
+from .geometry import wrap
+from .io import AtomInfo, Frame, open_writer, read_frames
+from .io.safe import check_writable
+from .io.topology import read_topology
+from .mapping import read_mapping
+from .model.checkpoint import load_model, read_model_meta
+from .model.features import build_state
+from .model.recipe import FeatureSpec, Recipe
+from .model.sampler import constrain_bonds, generate_frame
+from .voxel import GridSpec
+
+log = logging.getLogger(__name__)
+
+SHIPPED_MODELS = ("sps", "transfer")
+
+
+def shipped_model_path(name: str) -> Path:
+    return Path(str(resources.files("gmx_dbm") / "data" / "models" / f"{name}.safetensors"))
+
+
+def _molecule_signatures(system) -> list:
+    """Name + atom types of each used moleculetype: what a chemically specific model was trained on."""
+    out = []
+    for name, count in system.molecules:
+        if count:
+            mt = system.moleculetypes[name]
+            out.append("|".join(mt.atom_attr("type")) + "#" + ",".join(f"{i}-{j}" for i, j in sorted(mt.graph.edges)))
+    return sorted(set(out))
+
+
+def model_fits(meta: dict, system, mflat) -> str | None:
+    """None if the model can backmap this system, else the reason it cannot."""
+    spec = FeatureSpec.from_dict(meta["spec"])
+    types = sorted({t for name, c in system.molecules if c for t in system.moleculetypes[name].atom_attr("type")})
+    missing = [t for t in types if t not in spec.atom_types]
+    if missing:
+        return f"atom types {', '.join(missing)} unknown to it (knows {', '.join(spec.atom_types)})"
+    beads = sorted({str(b) for b in mflat.bead_types})
+    missing = [b for b in beads if spec.bead_type_alias.get(b, b) not in spec.bead_types]
+    if missing:
+        return f"bead types {', '.join(missing)} unknown to it (knows {', '.join(spec.bead_types)})"
+    sigs = meta.get("card", {}).get("molecules")
+    if meta.get("card", {}).get("specific") and sigs and not set(_molecule_signatures(system)) <= set(sigs):
+        return "it is chemically specific and was trained on other molecules"
+    return None
+
+
+def resolve_model(model, system, mflat) -> Path:
+    """A path, a shipped model name, or None (the first shipped model that fits)."""
+    if model is not None and (Path(model).suffix or Path(model).exists()):
+        return Path(model)
+    names = [model] if model else list(SHIPPED_MODELS)
+    if model and model not in SHIPPED_MODELS:
+        raise ModelFileError(f"unknown model {model!r}: give a .safetensors path or one of "
+                             f"{', '.join(SHIPPED_MODELS)}")
+    reasons = []
+    for name in names:
+        path = shipped_model_path(name)
+        if not path.is_file():
+            reasons.append(f"{name}: not installed")
+            continue
+        why = model_fits(read_model_meta(path), system, mflat)
+        if why is None:
+            return path
+        reasons.append(f"{name}: {why}")
+    raise ModelFileError("no shipped model fits this topology/mapping (" + "; ".join(reasons) +
+                         "); train one with `gmx_dbm train` and pass --model PATH")
+
+
+@dataclass
+class Backmapper:
+    """Everything needed to backmap frames of one system; build once, call ``frame`` per CG frame."""
+    generator: torch.nn.Module
+    recipe: Recipe
+    grid: GridSpec
+    meta: dict
+    flat: object
+    mflat: object
+    gibbs: int = 4
+    orientations: int = 1
+    constraints: str = "none"
+    seed: int = 0
+
+    @classmethod
+    def build(cls, system, mapping, model=None, gibbs=4, orientations=1, constraints="auto", seed=0,
+              device="cpu"):
+        flat = system.flat()
+        mflat = mapping.flat()
+        path = resolve_model(model, system, mflat)
+        meta = read_model_meta(path)
+        why = model_fits(meta, system, mflat)
+        if why is not None:
+            raise ModelFileError(f"model cannot backmap this system: {why}", path=path)
+        gen, meta = load_model(path, device="cpu")
+        if device != "cpu":
+            log.warning("device %s requested: the sampler runs on the CPU in this build", device)
+        spec = FeatureSpec.from_dict(meta["spec"])
+        g = meta["grid"]
+        grid = GridSpec(g["resolution"], g["length"], g["sigma"], g["cutoff"])
+        if constraints == "auto":
+            constraints = meta.get("card", {}).get("constraints", "none")
+        if constraints not in ("none", "h-bonds", "all-bonds"):
+            raise InputError(f"constraints must be none, h-bonds or all-bonds, got {constraints!r}")
+        log.info("model %s (%s), %d Gibbs sweeps, %d orientations, constraints %s",
+                 path.name, meta.get("name"), gibbs, orientations, constraints)
+        return cls(gen, Recipe(flat, mflat, spec), grid, meta, flat, mflat, int(gibbs), int(orientations),
+                   constraints, int(seed))
+
+    def _constraint_arrays(self):
+        idx, lengths = [], []
+        for func, (i, p) in self.flat.bonded["bonds"].items():
+            idx.append(i); lengths.append(p[:, 0])
+        idx = np.concatenate(idx); lengths = np.concatenate(lengths)
+        if self.constraints == "h-bonds":
+            heavy = self.recipe.is_heavy
+            keep = ~(heavy[idx[:, 0]] & heavy[idx[:, 1]])
+            idx, lengths = idx[keep], lengths[keep]
+        return torch.from_numpy(idx), torch.from_numpy(lengths).float()
+
+    @torch.no_grad()
+    def frame(self, centres: np.ndarray, box: np.ndarray, index: int = 0) -> np.ndarray:
+        """Positions (N, 3) nm, wrapped into the box, for one CG frame (bead centres (nb, 3))."""
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        state = build_state(self.recipe, self.grid, centres, box)
+        pos = generate_frame(self.generator, self.recipe, self.grid, state, rng, self.gibbs, self.orientations)
+        if self.constraints != "none":
+            bonds, lengths = self._constraint_arrays()
+            pos = constrain_bonds(pos, state.box, bonds, lengths,
+                                  torch.from_numpy(self.flat.masses).float())
+        return wrap(pos.double().numpy(), np.asarray(box, dtype=np.float64))
+
+
+def check_cg_frame(frame: Frame, mflat, path, index: int) -> None:
+    """Bead count and, where the file names them, bead names must follow the topology + mapping."""
+    if frame.n_atoms != mflat.n_beads:
+        raise TrajectoryError(f"frame {index}: {frame.n_atoms} beads, expected {mflat.n_beads} "
+                              "(from the topology's [ molecules ] and the mapping)", path=path)
+    if frame.atoms is not None and len(mflat.bead_names):
+        bad = np.nonzero(frame.atoms.names != mflat.bead_names)[0]
+        if len(bad):
+            b = int(bad[0])
+            raise TrajectoryError(f"bead {b + 1} is named {frame.atoms.names[b]!r} but the mapping expects "
+                                  f"{mflat.bead_names[b]!r} (bead order must follow the topology's molecules "
+                                  "and the mapping)", path=path, where=f"frame {index}")
+
+
+def backmap(cg, topology, mapping, output, model=None, gibbs: int = 4, orientations: int = 1,
+            seed: int = 0, constraints: str = "auto", defines=None, device: str = "cpu",
+            progress: bool = True, frames=None) -> dict:
+    """Backmap every frame of ``cg`` (.gro/.xtc) to ``output`` (.gro/.xtc/.pdb). Returns a summary."""
+    check_writable(output)
+    system = read_topology(topology, defines=defines)
+    mapping_paths = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
+    smap = read_mapping(mapping_paths, system)
+    bm = Backmapper.build(system, smap, model, gibbs, orientations, constraints, seed, device)
+    atoms = AtomInfo.from_topology(bm.flat)
+    t0 = time.perf_counter()
+    n = 0
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    it = read_frames(cg, n_atoms=bm.mflat.n_beads)
+    bar = tqdm(desc="backmap", unit="frame", disable=not progress) if tqdm else None
+    with open_writer(output, atoms) as writer:
+        for i, fr in enumerate(it):
+            if frames is not None and i not in frames:
+                continue
+            check_cg_frame(fr, bm.mflat, cg, i)
+            tf = time.perf_counter()
+            pos = bm.frame(fr.positions, fr.box, i)
+            writer.write(Frame(pos, np.asarray(fr.box, dtype=np.float64), time=fr.time, step=fr.step))
+            n += 1
+            log.info("frame %d: %d atoms in %.1f s", i, len(pos), time.perf_counter() - tf)
+            if bar is not None:
+                bar.update(1)
+        if n == 0:
+            raise TrajectoryError("contains no frames", path=cg)
+    if bar is not None:
+        bar.close()
+    dt = time.perf_counter() - t0
+    summary = {"frames": n, "atoms": int(bm.flat.n_atoms), "seconds": dt,
+               "atoms_per_s": n * bm.flat.n_atoms / dt if dt > 0 else float("inf"), "output": str(output)}
+    log.info("wrote %s: %d frames, %.0f atoms/s", output, n, summary["atoms_per_s"])
+    return summary

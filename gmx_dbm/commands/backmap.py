@@ -1,0 +1,42 @@
+"""`gmx_dbm backmap`: CG frames -> all-atom frames with a deepBackmap model."""
+from __future__ import annotations
+
+HELP = "backmap coarse-grained frames (.gro/.xtc) to all-atom frames (.gro/.xtc/.pdb)"
+
+
+def add_arguments(p):
+    p.add_argument("-c", "--cg", required=True, metavar="CG", help="CG structure or trajectory (.gro, .xtc)")
+    p.add_argument("-p", "--topology", required=True, metavar="TOP", help="all-atom GROMACS topology (.top)")
+    p.add_argument("-m", "--mapping", required=True, action="append", metavar="MAP",
+                   help="mapping file (.map); repeat for several moleculetypes")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output (.gro, .xtc, .pdb)")
+    p.add_argument("--model", default=None,
+                   help="model: a shipped name (sps, transfer) or a .safetensors path; default: the first "
+                        "shipped model that fits the topology")
+    p.add_argument("--gibbs", type=int, default=4, help="Gibbs refinement sweeps (paper: 4)")
+    p.add_argument("--orientations", type=int, default=1,
+                   help="candidates per atom (rotations about the bead axis); the lowest-energy one is kept")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
+    p.add_argument("--constraints", default="auto", choices=["auto", "none", "h-bonds", "all-bonds"],
+                   help="project bonds onto their topology lengths (auto: as the model's training data)")
+    p.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="preprocessor define for the topology, as grompp -D")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    p.add_argument("--relax", action="store_true",
+                   help="relax the result in GROMACS (energy minimisation + restrained MD); see `gmx_dbm relax`")
+
+
+def run(args) -> int:
+    import torch
+
+    from ..backmap import backmap
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.relax:
+        from .relax import relax_after_backmap
+        return relax_after_backmap(args)
+    backmap(args.cg, args.topology, args.mapping, args.output, model=args.model, gibbs=args.gibbs,
+            orientations=args.orientations, seed=args.seed, constraints=args.constraints,
+            defines=args.defines or None, device=args.device)
+    return 0
