@@ -62,14 +62,20 @@ def _tracked_preprocessor():
 
     class Tracked(CPreProcessor):
         def __iter__(self):
+            opened = []  # lines of the #if/#ifdef/#ifndef still open, to name in an error
             for lineno, line in enumerate(self._fileobj, 1):
                 match = ppre.match(line)
                 if match:
                     cmd, args = match.groups()
+                    depth = len(self._ifstack)
                     try:
                         self._ppcmdmap[cmd](self, args or "")
                     except (PreProcessorError, NotImplementedError) as exc:
                         raise TopologyError(_pp_message(exc, self), path=self.filename, line=lineno) from None
+                    if len(self._ifstack) > depth:
+                        opened.append(lineno)
+                    elif len(self._ifstack) < depth and opened:
+                        opened.pop()
                     if self._includefile is not None:
                         inc = self._includefile
                         yield from inc
@@ -81,7 +87,8 @@ def _tracked_preprocessor():
                     continue
                 yield self.filename, lineno, _replace_defines(line, self.defines)
             if self._ifstack:
-                raise TopologyError("unterminated #if/#ifdef at end of file", path=self.filename)
+                raise TopologyError("unterminated #if/#ifdef: file ends without the matching #endif",
+                                    path=self.filename, line=opened[-1] if opened else None)
 
         def _pp_include_tracked(self, args):
             CPreProcessor._ppcmdmap["include"](self, args)
