@@ -25,6 +25,10 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     p.add_argument("--relax", action="store_true",
                    help="relax the result in GROMACS (energy minimisation + restrained MD); see `gmx_dbm relax`")
+    # ---- relaxation options (used with --relax; defined in gmx_dbm/commands/relax.py) ----
+    from .relax import add_relax_options
+    add_relax_options(p)
+    # ---- end of relaxation options ----
 
 
 def run(args) -> int:
