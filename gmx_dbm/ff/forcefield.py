@@ -133,17 +133,17 @@ def read_mdp_settings(path, base: NonbondedSettings | None = None) -> NonbondedS
 
 # --------------------------------------------------------------------------- neighbour search
 @torch.no_grad()
-def neighbor_pairs(pos: torch.Tensor, box: torch.Tensor, cutoff: float, block: int = 2_000_000):
+def neighbor_pairs(pos: torch.Tensor, box: torch.Tensor, cutoff: float, block: int = 2_000_000, split: int = 1):
     """All pairs i < j with minimum-image distance < cutoff for one frame (pos (N,3), box (3,3)).
-    Cell list in fractional coordinates (cells at least the cut-off wide along each box height, so
-    neighbours are within +-1 cell), candidate blocks bounded by ``block`` entries. Returns i, j (int64)."""
+    Cell list in fractional coordinates: cells at least cutoff/split wide along each box height, so
+    neighbours lie within +-split cells; candidate blocks bounded by ``block`` entries. Returns i, j."""
     n_atoms = pos.shape[0]
     dev = pos.device
     vol = torch.abs(torch.linalg.det(box))
     heights = torch.stack([vol / norm(torch.cross(box[(k + 1) % 3], box[(k + 2) % 3], dim=-1)) for k in range(3)])
     if float(heights.min()) < 2 * cutoff * (1 - 1e-9):
         log.debug("box height %.3f nm < 2 x cut-off: minimum image may miss pairs", float(heights.min()))
-    ncell = torch.clamp(torch.floor(heights / cutoff), 1, 64).to(torch.int64)
+    ncell = torch.clamp(torch.floor(heights * split / cutoff), 1, 256).to(torch.int64)
     nx_, ny, nz = (int(v) for v in ncell)
     frac = pos @ torch.linalg.inv(box)
     frac = frac - torch.floor(frac)
@@ -160,7 +160,7 @@ def neighbor_pairs(pos: torch.Tensor, box: torch.Tensor, cutoff: float, block: i
     table[sorted_cid, slot] = order
     cells = torch.arange(n_cells, device=dev)
     cc = torch.stack([cells // (ny * nz), (cells // nz) % ny, cells % nz], dim=1)
-    offs = [sorted({o % n for o in (-1, 0, 1)}) for n in (nx_, ny, nz)]
+    offs = [sorted({o % n for o in range(-split, split + 1)}) for n in (nx_, ny, nz)]
     rc2 = cutoff * cutoff
     out_i, out_j = [], []
     chunk = max(1, block // (m * m))
