@@ -110,6 +110,6 @@ class Critic(nn.Module):
 
 NETWORK_SIZES = {
     # compact: trains and infers on 2 CPU cores; large: paper-sized, for a GPU
-    "compact": dict(g_width=32, g_blocks=2, c_width=16, c_blocks=1, noise_dim=32),
+    "compact": dict(g_width=16, g_blocks=2, c_width=16, c_blocks=1, noise_dim=32),
     "large": dict(g_width=64, g_blocks=4, c_width=64, c_blocks=3, noise_dim=64),
 }

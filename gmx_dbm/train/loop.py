@@ -209,10 +209,12 @@ class Trainer:
         cond, at = batch.grid, batch.atom_type
         real = density_of(batch.to_local(real_rel), self.grid)
         S = cond.shape[0]
+        # one fake set serves all critic steps (the generator does not change between them); on a CPU
+        # the generator forward is the dearest part of a critic step
+        noise = torch.randn(S, self.gen.noise_dim, generator=self.rng)
+        with torch.no_grad():
+            fake = self.gen(cond, at, noise)
         for _ in range(cfg.critic_steps):
-            noise = torch.randn(S, self.gen.noise_dim, generator=self.rng)
-            with torch.no_grad():
-                fake = self.gen(cond, at, noise)
             w_dist = self.critic(cond, at, real).mean() - self.critic(cond, at, fake).mean()
             gp = gradient_penalty(self.critic, cond, at, real, fake, self.rng)
             loss_c = -w_dist + cfg.lambda_gp * gp
