@@ -5,7 +5,8 @@
 # Usage: scripts/install_gromacs.sh [PYTHON]   (PYTHON: the interpreter that gets gmxapi; default python3)
 set -euo pipefail
 PREFIX=${GMX_DBM_GROMACS_PREFIX:-/opt/gmx_dbm/gromacs-2022.5-gmxapi}
-PY=${1:-python3}
+PY=$(command -v "${1:-python3}")
+PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
 BUILD_ROOT=${GMX_DBM_GROMACS_BUILD:-/opt/gmx_dbm/build}
 log() { echo "[install_gromacs] $*" >&2; }
 
@@ -43,7 +44,9 @@ fi
 if ! "$PY" -c 'import gmxapi, gmxapi._gmxapi' >/dev/null 2>&1; then
   log "building the gmxapi Python package against $PREFIX"
   "$PY" -m pip install -q "pybind11>=2.6" "cmake>=3.16" setuptools wheel "mpi4py" "networkx" "numpy" "packaging"
-  gmxapi_ROOT="$PREFIX" CMAKE_ARGS="-Dgmxapi_ROOT=$PREFIX" "$PY" -m pip install -q --no-cache-dir --no-binary gmxapi --no-build-isolation gmxapi==0.4.2
+  # CMake must find this interpreter (and its mpi4py), not the first python3 on PATH
+  PATH="$(dirname "$PY"):$PATH" Python3_ROOT_DIR="$(dirname "$(dirname "$PY")")" \
+  gmxapi_ROOT="$PREFIX" "$PY" -m pip install -q --no-cache-dir --no-binary gmxapi --no-build-isolation gmxapi==0.4.2
 fi
 "$PY" -c 'import gmxapi, gmxapi._gmxapi; print("gmxapi", gmxapi.__version__)'
 echo "$PREFIX/bin/gmx"
