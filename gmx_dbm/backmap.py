@@ -158,8 +158,8 @@ def check_cg_frame(frame: Frame, mflat, path, index: int) -> None:
         bad = np.nonzero(frame.atoms.names != mflat.bead_names)[0]
         if len(bad):
             b = int(bad[0])
-            raise TrajectoryError(f"bead {b + 1} is named {frame.atoms.names[b]!r} but the mapping expects "
-                                  f"{mflat.bead_names[b]!r} (bead order must follow the topology's molecules "
+            raise TrajectoryError(f"bead {b + 1} is named {str(frame.atoms.names[b])!r} but the mapping expects "
+                                  f"{str(mflat.bead_names[b])!r} (bead order must follow the topology's molecules "
                                   "and the mapping)", path=path, where=f"frame {index}")
 
 
@@ -181,22 +181,24 @@ def backmap(cg, topology, mapping, output, model=None, gibbs: int = 4, orientati
         tqdm = None
     it = read_frames(cg, n_atoms=bm.mflat.n_beads)
     bar = tqdm(desc="backmap", unit="frame", disable=not progress) if tqdm else None
-    with open_writer(output, atoms) as writer:
-        for i, fr in enumerate(it):
-            if frames is not None and i not in frames:
-                continue
-            check_cg_frame(fr, bm.mflat, cg, i)
-            tf = time.perf_counter()
-            pos = bm.frame(fr.positions, fr.box, i)
-            writer.write(Frame(pos, np.asarray(fr.box, dtype=np.float64), time=fr.time, step=fr.step))
-            n += 1
-            log.info("frame %d: %d atoms in %.1f s", i, len(pos), time.perf_counter() - tf)
-            if bar is not None:
-                bar.update(1)
-        if n == 0:
-            raise TrajectoryError("contains no frames", path=cg)
-    if bar is not None:
-        bar.close()
+    try:
+        with open_writer(output, atoms) as writer:
+            for i, fr in enumerate(it):
+                if frames is not None and i not in frames:
+                    continue
+                check_cg_frame(fr, bm.mflat, cg, i)
+                tf = time.perf_counter()
+                pos = bm.frame(fr.positions, fr.box, i)
+                writer.write(Frame(pos, np.asarray(fr.box, dtype=np.float64), time=fr.time, step=fr.step))
+                n += 1
+                log.info("frame %d: %d atoms in %.1f s", i, len(pos), time.perf_counter() - tf)
+                if bar is not None:
+                    bar.update(1)
+            if n == 0:
+                raise TrajectoryError("contains no frames", path=cg)
+    finally:
+        if bar is not None:
+            bar.close()
     dt = time.perf_counter() - t0
     summary = {"frames": n, "atoms": int(bm.flat.n_atoms), "seconds": dt,
                "atoms_per_s": n * bm.flat.n_atoms / dt if dt > 0 else float("inf"), "output": str(output)}

@@ -32,6 +32,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import sys
+
     import torch
 
     from ..backmap import backmap
@@ -42,5 +44,6 @@ def run(args) -> int:
         return relax_after_backmap(args)
     backmap(args.cg, args.topology, args.mapping, args.output, model=args.model, gibbs=args.gibbs,
             orientations=args.orientations, seed=args.seed, constraints=args.constraints,
-            defines=args.defines or None, device=args.device)
+            defines=args.defines or None, device=args.device,
+            progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
     return 0

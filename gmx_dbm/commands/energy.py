@@ -23,8 +23,10 @@ def run(args) -> int:
     import torch
 
     from ..ff.forcefield import compute_energies
-    from ..io import atomic_output
+    from ..io import atomic_output, check_writable
 
+    if args.json:
+        check_writable(args.json)  # fail before the work, not after printing the energies
     res = compute_energies(args.conf, args.top, mdp=args.mdp, defines=args.defines,
                            include_dirs=args.include_dirs, dtype=torch.float32 if args.float32 else torch.float64)
     terms, frames = res["terms"], res["frames"]
