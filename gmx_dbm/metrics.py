@@ -100,3 +100,291 @@ def bonded_jsd(flat, ref_pos, cand_pos, box, cand_box=None) -> dict:
         out[f"{kind}_jsd"] = jsd(histogram(kind, values(kind, ref_pos, box, idx)),
                                  histogram(kind, values(kind, cand_pos, cand_box, idx)))
     return out
+
+
+# =========================================================================== evaluate's additions
+# Per-type breakdown, streaming accumulators, periodic pair search, RDFs, LJ per molecule, clashes.
+# Everything takes one frame at a time (pos (N, 3), box (3, 3)) so that trajectories stream.
+
+RDF_RMAX = 0.8      # nm
+RDF_DR = 0.01       # nm
+RDF_EXCL_BONDS = 3  # pairs within this many bonds are not part of the RDF
+CLASH_DISTANCE = 0.1  # nm
+
+_REVERSIBLE = {"bond": True, "angle": True, "proper": True, "improper": False}
+
+
+def type_key(kind: str, types) -> str:
+    """Canonical label of an interaction by its atom types: a bond/angle/proper dihedral and its reverse
+    are the same interaction ('C-C_AR' == 'C_AR-C'); impropers keep their order (the central atom
+    matters)."""
+    types = [str(t) for t in types]
+    if _REVERSIBLE[kind] and types[::-1] < types:
+        types = types[::-1]
+    return "-".join(types)
+
+
+def type_groups(kind: str, idx, types) -> tuple:
+    """(labels list, group (m,) int) grouping the interactions ``idx`` (m, k) by their type tuple."""
+    types = np.asarray(types)
+    labels, group = [], np.zeros(len(idx), dtype=np.int64)
+    seen = {}
+    for n, row in enumerate(types[np.asarray(idx, dtype=np.int64)] if len(idx) else []):
+        key = type_key(kind, row)
+        if key not in seen:
+            seen[key] = len(labels)
+            labels.append(key)
+        group[n] = seen[key]
+    return labels, group
+
+
+class BondedHistograms:
+    """Pooled histograms (METHOD.md bins) of bond lengths, angles, proper and improper dihedrals over
+    frames added one at a time, also split by atom-type tuple. ``counts[kind]`` (groups, bins)."""
+
+    def __init__(self, flat):
+        self.sets = {k: v for k, v in interaction_sets(flat).items() if len(v)}
+        self.labels, self.groups, self.counts = {}, {}, {}
+        for kind, idx in self.sets.items():
+            self.labels[kind], self.groups[kind] = type_groups(kind, idx, flat.types)
+            self.counts[kind] = np.zeros((len(self.labels[kind]), len(BINS[kind]) - 1))
+        self.n_frames = 0
+
+    def add(self, pos, box) -> dict:
+        """Add one frame; returns its values per kind (degrees / nm)."""
+        pos = np.asarray(pos, dtype=np.float64)[None]
+        box = np.asarray(box, dtype=np.float64)[None]
+        out = {}
+        for kind, idx in self.sets.items():
+            v = values(kind, pos, box, idx)[0]
+            out[kind] = v
+            g = self.groups[kind]
+            for k in range(len(self.labels[kind])):
+                self.counts[kind][k] += histogram(kind, v[g == k])
+        self.n_frames += 1
+        return out
+
+    def total(self, kind: str) -> np.ndarray:
+        return self.counts[kind].sum(axis=0)
+
+    def merged(self, other: "BondedHistograms") -> "BondedHistograms":
+        out = object.__new__(BondedHistograms)
+        out.sets, out.labels, out.groups = self.sets, self.labels, self.groups
+        out.counts = {k: self.counts[k] + other.counts[k] for k in self.counts}
+        out.n_frames = self.n_frames + other.n_frames
+        return out
+
+    def jsd(self, ref: "BondedHistograms") -> dict:
+        """{'bond_jsd': ..., ...} against ``ref`` (same topology)."""
+        return {f"{kind}_jsd": jsd(ref.total(kind), self.total(kind)) for kind in self.counts}
+
+    def jsd_per_type(self, ref: "BondedHistograms") -> dict:
+        """{kind: {type label: JSD}}."""
+        return {kind: {lab: jsd(ref.counts[kind][k], self.counts[kind][k])
+                       for k, lab in enumerate(self.labels[kind])} for kind in self.counts}
+
+
+# --------------------------------------------------------------------------- periodic pair search
+def box_heights(box) -> np.ndarray:
+    """Distances between opposite faces of the cell (nm), one per box vector."""
+    box = np.asarray(box, dtype=np.float64)
+    vol = abs(np.linalg.det(box))
+    return np.array([vol / np.linalg.norm(np.cross(box[(k + 1) % 3], box[(k + 2) % 3])) for k in range(3)])
+
+
+def periodic_pairs(pos, box, cutoff: float) -> tuple:
+    """All atom pairs i < j whose minimum-image distance is below ``cutoff``, for one frame in a
+    triclinic box: (i int64, j int64, d float64 nm). A k-d tree (scipy) over the atoms against the
+    atoms plus the periodic images within ``cutoff`` of the brick; O(N) memory and time.
+
+    The minimum image must be unique: ``cutoff`` at most half the smallest box height (ValueError
+    otherwise), as GROMACS requires for its cut-offs."""
+    from scipy.spatial import cKDTree
+
+    from .geometry import wrap
+
+    box = np.asarray(box, dtype=np.float64)
+    heights = box_heights(box)
+    if cutoff > 0.5 * heights.min() * (1 + 1e-12):
+        raise ValueError(f"cut-off {cutoff:g} nm is longer than half the smallest box height "
+                         f"({heights.min():g} nm): the minimum image is not unique")
+    p = wrap(np.asarray(pos, dtype=np.float64), box)
+    diag = np.diag(box)
+    skew = np.abs(box).sum(axis=0) - diag  # largest off-diagonal reach per axis
+    reach = [int(np.ceil((cutoff + skew[k]) / diag[k])) + 1 for k in range(3)]
+    lo, hi = -cutoff, diag + cutoff
+    ext, orig = [p], [np.arange(len(p))]
+    for na in range(-reach[0], reach[0] + 1):
+        for nb in range(-reach[1], reach[1] + 1):
+            for nc in range(-reach[2], reach[2] + 1):
+                if na == nb == nc == 0:
+                    continue
+                shift = na * box[0] + nb * box[1] + nc * box[2]
+                q = p + shift
+                ok = np.all((q > lo) & (q < hi), axis=1)
+                if ok.any():
+                    ext.append(q[ok])
+                    orig.append(np.nonzero(ok)[0])
+    ext = np.concatenate(ext)
+    orig = np.concatenate(orig)
+    m = cKDTree(p).sparse_distance_matrix(cKDTree(ext), cutoff, output_type="ndarray")
+    i = m["i"].astype(np.int64)
+    j = orig[m["j"]]
+    keep = i < j
+    return i[keep], j[keep], m["v"][keep]
+
+
+def pair_keys(pairs, n_atoms: int) -> np.ndarray:
+    """Sorted unique int64 keys i * n + j (i < j) of index pairs (m, 2), for ``in_keys``."""
+    pairs = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
+    return np.unique(pairs[:, 0] * n_atoms + pairs[:, 1])
+
+
+def in_keys(i, j, n_atoms: int, keys) -> np.ndarray:
+    """Boolean mask: is the pair (i, j) (i < j) among ``keys``?"""
+    if len(keys) == 0:
+        return np.zeros(len(i), dtype=bool)
+    k = np.asarray(i, dtype=np.int64) * n_atoms + np.asarray(j, dtype=np.int64)
+    loc = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
+    return keys[loc] == k
+
+
+def pairs_within_bonds(bonds, n_atoms: int, n_bonds: int = RDF_EXCL_BONDS) -> np.ndarray:
+    """Keys (see ``pair_keys``) of all atom pairs at most ``n_bonds`` bonds apart."""
+    import scipy.sparse as sp
+
+    bonds = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
+    if len(bonds) == 0 or n_bonds < 1:
+        return np.zeros(0, dtype=np.int64)
+    a = sp.coo_matrix((np.ones(len(bonds)), (bonds[:, 0], bonds[:, 1])), shape=(n_atoms, n_atoms)).tocsr()
+    a = ((a + a.T) > 0).astype(np.int64)
+    reach = a.copy()
+    power = a
+    for _ in range(n_bonds - 1):
+        power = ((power @ a) > 0).astype(np.int64)
+        reach = ((reach + power) > 0).astype(np.int64)
+    r = sp.triu(reach, k=1).tocoo()
+    return np.unique(r.row.astype(np.int64) * n_atoms + r.col.astype(np.int64))
+
+
+# --------------------------------------------------------------------------- elements and RDFs
+_ELEMENT_MASSES = {"H": 1.008, "C": 12.011, "N": 14.007, "O": 15.999, "F": 18.998, "P": 30.974,
+                   "S": 32.06, "Cl": 35.45, "Br": 79.904, "I": 126.90}
+_UNITED_CARBON = (13.019, 14.027, 15.035, 16.043)  # CH, CH2, CH3, CH4 united atoms
+
+
+def elements(names, masses) -> np.ndarray:
+    """Element symbol per atom: the leading letter of the atom name when it is H, C, N, O, S, P or F
+    (GROMACS naming, 'CA' is a carbon), else the element closest in mass (united-atom CHn count as C)."""
+    out = []
+    for name, mass in zip(names, masses):
+        lead = "".join(ch for ch in str(name) if ch.isalpha())[:1].upper()
+        if lead in ("H", "C", "N", "O", "S", "P", "F"):
+            out.append(lead)
+            continue
+        if any(abs(mass - m) < 0.05 for m in _UNITED_CARBON):
+            out.append("C")
+            continue
+        out.append(min(_ELEMENT_MASSES, key=lambda e: abs(_ELEMENT_MASSES[e] - mass)))
+    return np.asarray(out)
+
+
+class RDFAccumulator:
+    """Radial distribution functions per element pair of non-bonded pairs (pairs within
+    ``RDF_EXCL_BONDS`` bonds excluded), r < rmax, bins dr, averaged over frames.
+
+    g_AB(r) = n_AB(r) / (N_A * N_B / V * 4/3 pi ((r+dr)^3 - r^3)) with n_AB the number of ordered
+    pairs (A centre, B neighbour) per frame: the deepBackmap convention (densities N/V, not (N-1)/V).
+    'C-C' is the published 'RDF of non-bonded carbon pairs'."""
+
+    def __init__(self, element_of_atom, excluded_keys, rmax: float = RDF_RMAX, dr: float = RDF_DR):
+        self.elem = np.asarray(element_of_atom)
+        self.names = sorted(set(self.elem.tolist()), key=lambda e: (e != "C", e != "H", e))
+        code = {e: k for k, e in enumerate(self.names)}
+        self.code = np.array([code[e] for e in self.elem], dtype=np.int64)
+        self.count = np.bincount(self.code, minlength=len(self.names)).astype(np.float64)
+        self.excluded = np.asarray(excluded_keys, dtype=np.int64)
+        self.n_atoms = len(self.elem)
+        self.rmax, self.dr = float(rmax), float(dr)
+        self.nbins = int(round(self.rmax / self.dr))
+        self.edges = np.linspace(0.0, self.nbins * self.dr, self.nbins + 1)
+        self.shell = 4.0 / 3.0 * np.pi * (self.edges[1:] ** 3 - self.edges[:-1] ** 3)
+        ne = len(self.names)
+        self.sum_g = np.zeros((ne, ne, self.nbins))
+        self.n_frames = 0
+
+    @property
+    def r(self) -> np.ndarray:
+        return 0.5 * (self.edges[1:] + self.edges[:-1])
+
+    def add(self, i, j, d, volume: float) -> None:
+        """One frame's pairs (i < j, distance d) from ``periodic_pairs`` with cut-off >= rmax."""
+        sel = (d < self.rmax) & (d > 0)
+        i, j, d = i[sel], j[sel], d[sel]
+        sel = ~in_keys(i, j, self.n_atoms, self.excluded)
+        i, j, d = i[sel], j[sel], d[sel]
+        ne = len(self.names)
+        a, b = self.code[i], self.code[j]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        k = np.minimum((d / self.dr).astype(np.int64), self.nbins - 1)
+        n = np.bincount((lo * ne + hi) * self.nbins + k, minlength=ne * ne * self.nbins)
+        n = n.reshape(ne, ne, self.nbins).astype(np.float64)
+        for x in range(ne):
+            for y in range(x, ne):
+                # ordered (x centre, y neighbour) pairs: both directions for x == y
+                ordered = 2.0 * n[x, y] if x == y else n[x, y]
+                g = ordered / (self.count[x] * self.count[y] / volume * self.shell)
+                self.sum_g[x, y] += g
+                if x != y:
+                    self.sum_g[y, x] += g
+        self.n_frames += 1
+
+    def merged(self, other: "RDFAccumulator") -> "RDFAccumulator":
+        out = object.__new__(RDFAccumulator)
+        out.__dict__.update(self.__dict__)
+        out.sum_g = self.sum_g + other.sum_g
+        out.n_frames = self.n_frames + other.n_frames
+        return out
+
+    def g(self) -> dict:
+        """{'C-C': g(r), 'C-H': ..., ...} (element pairs, the order of ``names``)."""
+        out = {}
+        for x, ex in enumerate(self.names):
+            for y in range(x, len(self.names)):
+                out[f"{ex}-{self.names[y]}"] = self.sum_g[x, y] / max(self.n_frames, 1)
+        return out
+
+
+def rdf_deviation(g_ref, g, dr: float = RDF_DR) -> float:
+    """Integral |g_ref - g| dr (nm)."""
+    return float(np.sum(np.abs(np.asarray(g_ref) - np.asarray(g))) * dr)
+
+
+# --------------------------------------------------------------------------- LJ per molecule, clashes
+def lj_pair_energies(r, c6, c12, cutoff: float | None = None, shift: bool = True) -> np.ndarray:
+    """LJ c12/r^12 - c6/r^6 (kJ/mol) in GROMACS' form, shifted to 0 at the cut-off (potential-shift)."""
+    inv6 = 1.0 / np.asarray(r, dtype=np.float64) ** 6
+    v = (c12 * inv6 - c6) * inv6
+    if cutoff is not None:
+        if shift:
+            rc6 = 1.0 / cutoff ** 6
+            v = v - (c12 * rc6 - c6) * rc6
+        v = np.where(np.asarray(r) < cutoff, v, 0.0)
+    return v
+
+
+def per_molecule(i, j, e, mol_index, n_mols: int) -> np.ndarray:
+    """Energy of each molecule with everything around it: pairs inside the molecule once, pairs with
+    other molecules in full (so a molecule's value is its interaction energy; the sum over molecules
+    counts intermolecular pairs twice). The deepBackmap 'LJ energy per molecule'."""
+    mi, mj = mol_index[i], mol_index[j]
+    out = np.bincount(mi, weights=e, minlength=n_mols)
+    return out + np.bincount(mj, weights=np.where(mi != mj, e, 0.0), minlength=n_mols)
+
+
+def count_clashes(i, j, d, n_atoms: int, excluded_keys, distance: float = CLASH_DISTANCE) -> int:
+    """Number of non-excluded pairs closer than ``distance`` (nm)."""
+    close = d < distance
+    if not close.any():
+        return 0
+    return int((~in_keys(i[close], j[close], n_atoms, excluded_keys)).sum())
