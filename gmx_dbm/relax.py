@@ -15,9 +15,10 @@ and adds, after each molecule type, ``#ifdef GMX_DBM_POSRES`` + an include of ge
 (``#include "posres.itp"`` in the shared sPS topology) get an empty placeholder in the work directory's
 include folder and a warning; any other missing include is a TopologyError naming file and line.
 
-``gmxapi.mdrun`` runs inside the calling process and pins it to cores; the pinning is switched off
-(``-pin off``) and the CPU affinity restored afterwards, so later subprocesses keep all cores. Its
-stdout/stderr go to ``mdrun.out`` in the stage folder.
+The gmxapi chain of each stage runs in a child Python process (``python -c ... _gmxapi_stage_main``): a
+GROMACS fatal error inside ``gmxapi.mdrun`` ends the process it runs in without a Python exception, and
+in-process mdrun pins the process to cores (also ``-pin off``). The calling process's affinity is never
+touched. Its stdout/stderr go to ``mdrun.out`` in the stage folder.
 
 ``backmap_step(...)`` is a gmxapi operation (``gmxapi.function_wrapper``) for workflow scripts: it
 backmaps CG frame(s) and publishes file paths (structure, wrapper topology, EM and MD mdp files) that feed
@@ -25,11 +26,13 @@ backmaps CG frame(s) and publishes file paths (structure, wrapper topology, EM a
 """
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import math
 import os
 import re
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -353,8 +356,10 @@ def make_mdp(stage: str, options: RelaxOptions, prepared: PreparedTopology, user
         "nstxout": "0", "nstvout": "0", "nstfout": "0", "nstxout-compressed": "0",
     }
     if stage == "em":
+        # EM without constraints: LINCS on a distorted start stalls steepest descent at "machine
+        # precision" after a few dozen steps (measured on a poorly backmapped sPS frame)
         p.update({"integrator": "steep", "emtol": f"{options.emtol:g}", "emstep": "0.01",
-                  "nstenergy": "0", "nstlog": "0"})
+                  "nstenergy": "0", "nstlog": "0", "constraints": "none"})
     else:
         p.update({"integrator": "md", "dt": f"{options.dt:g}", "tcoupl": "v-rescale", "tc-grps": "System",
                   "tau-t": "0.1", "ref-t": f"{options.temperature:g}", "pcoupl": "no",
@@ -467,48 +472,6 @@ def parse_log(stage: str, log_path: Path) -> dict:
 # ----------------------------------------------------------------------------------------------------
 # engines
 
-@contextlib.contextmanager
-def _in_directory(path):
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-@contextlib.contextmanager
-def _captured_fds(path):
-    """Route this process's stdout/stderr file descriptors (C++ output of in-process mdrun) to a file."""
-    import sys
-    for s in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            s.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(path, "ab") as fh:
-        os.dup2(fh.fileno(), 1)
-        os.dup2(fh.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-@contextlib.contextmanager
-def _kept_affinity():
-    """Restore the CPU affinity after in-process mdrun (GROMACS pins the calling thread/process)."""
-    get = getattr(os, "sched_getaffinity", None)
-    before = get(0) if get else None
-    try:
-        yield
-    finally:
-        if before is not None and os.sched_getaffinity(0) != before:
-            os.sched_setaffinity(0, before)
-
-
 def _grompp_args(mdp, conf, ref, top, tpr, maxwarn):
     args = ["grompp", "-f", mdp, "-c", conf, "-p", top, "-o", tpr, "-po", Path(tpr).with_suffix(".mdout.mdp"),
             "-maxwarn", str(maxwarn)]
@@ -517,8 +480,29 @@ def _grompp_args(mdp, conf, ref, top, tpr, maxwarn):
     return [str(a) for a in args]
 
 
-def _mdrun_failure(stage_dir: Path, extra: str = "") -> str:
+def distill(text: str) -> str:
+    """gmx_dbm.gromacs.distill_error, plus the first 'ERROR n [file ...]' block when the fatal error only
+    says 'There were N errors in input file(s)' (grompp's box / cut-off and similar checks)."""
     from .gromacs import distill_error
+    msg = distill_error(text)
+    if re.search(r"There (was|were) \d+ errors? in input file", msg):
+        lines = text.splitlines()
+        for k, line in enumerate(lines):
+            if re.match(r"^ERROR \d+ \[file", line):
+                body = []
+                for follow in lines[k + 1:]:
+                    if not follow.strip():
+                        if body:
+                            break
+                        continue
+                    body.append(follow.strip())
+                msg += f" First {line.strip()} {' '.join(body)}"
+                break
+    return msg
+
+
+def _mdrun_failure(stage_dir: Path, extra: str = "") -> str:
+    distill_error = distill
     texts = [extra]
     for name in ("mdrun.out", "md.log", f"{stage_dir.name}.log"):
         for p in stage_dir.rglob(name):
@@ -534,7 +518,15 @@ def run_stage_gmx(stage, stage_dir: Path, mdp: Path, conf: Path, ref, top: Path,
     """grompp + mdrun through the gmx command line. Returns (conf out, log)."""
     from .gromacs import run_gmx
     tpr = stage_dir / f"{stage}.tpr"
-    run_gmx(_grompp_args(mdp, conf, ref, top, tpr, options.maxwarn), cwd=stage_dir, gmx=gmx)
+    try:
+        proc = subprocess.run([gmx, "-quiet", *_grompp_args(mdp, conf, ref, top, tpr, options.maxwarn)],
+                              cwd=stage_dir, capture_output=True, text=True)
+    except OSError as exc:
+        raise GromacsError(f"cannot run {gmx}: {exc}", workdir=stage_dir) from None
+    text = proc.stdout + proc.stderr
+    (stage_dir / "grompp.out").write_text(text)
+    if proc.returncode != 0:
+        raise GromacsError(f"gmx grompp failed (exit {proc.returncode}): {distill(text)}", workdir=stage_dir)
     args = ["mdrun", "-s", tpr, "-deffnm", stage, "-pin", "off"]
     if options.threads:
         args += ["-nt", str(options.threads)]
@@ -545,37 +537,63 @@ def run_stage_gmx(stage, stage_dir: Path, mdp: Path, conf: Path, ref, top: Path,
 
 def run_stage_gmxapi(stage, stage_dir: Path, mdp: Path, conf: Path, ref, top: Path, nsteps: int,
                      options: RelaxOptions, gmx: str) -> tuple:
-    """commandline_operation(grompp) -> read_tpr -> modify_input(nsteps) -> mdrun, in ``stage_dir``."""
-    from .gromacs import distill_error
-    gmxapi = import_gmxapi()
-    tpr = stage_dir / f"{stage}.tpr"
-    input_files = {"-f": str(mdp), "-c": str(conf), "-p": str(top)}
-    if ref is not None:
-        input_files["-r"] = str(ref)
-    with _in_directory(stage_dir):
-        grompp = gmxapi.commandline_operation(
-            gmx, ["-quiet", "grompp", "-maxwarn", str(options.maxwarn)], input_files=input_files,
-            output_files={"-o": str(tpr), "-po": str(tpr.with_suffix(".mdout.mdp"))})
-        rc = grompp.output.returncode.result()
-        text = (grompp.output.stdout.result() or "") + (grompp.output.stderr.result() or "")
-        (stage_dir / "grompp.out").write_text(text)
-        if rc != 0:
-            raise GromacsError(f"gmx grompp failed (exit {rc}): {distill_error(text)}", workdir=stage_dir)
-        simulation_input = gmxapi.modify_input(gmxapi.read_tpr(str(tpr)), parameters={"nsteps": int(nsteps)})
-        runtime = {"-pin": "off"}
-        if options.threads:
-            runtime["-nt"] = str(options.threads)
-        md = gmxapi.mdrun(simulation_input, runtime_args=runtime)
-        try:
-            with _kept_affinity(), _captured_fds(stage_dir / "mdrun.out"):
-                md.run()
-            directory = Path(md.output.directory.result())
-        except GmxDbmError:
-            raise
-        except Exception as exc:
-            raise GromacsError(f"gmxapi.mdrun failed: {_mdrun_failure(stage_dir, str(exc))}",
-                               workdir=stage_dir) from None
+    """commandline_operation(grompp) -> read_tpr -> modify_input(nsteps) -> mdrun, in a child Python
+    process working in ``stage_dir``: a GROMACS fatal error inside ``gmxapi.mdrun`` ends the process it
+    runs in (measured: no Python exception, the interpreter just exits), and in-process mdrun pins cores.
+    The child's output goes to ``stage_dir/mdrun.out``."""
+    spec = {"stage": stage, "mdp": str(mdp), "conf": str(conf), "ref": None if ref is None else str(ref),
+            "top": str(top), "tpr": str(stage_dir / f"{stage}.tpr"), "nsteps": int(nsteps),
+            "maxwarn": int(options.maxwarn), "threads": int(options.threads), "gmx": gmx}
+    spec_path = stage_dir / "gmxapi_stage.json"
+    spec_path.write_text(json.dumps(spec, indent=1))
+    env = dict(os.environ)
+    pkg_parent = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    code = "import sys; from gmx_dbm.relax import _gmxapi_stage_main; sys.exit(_gmxapi_stage_main(sys.argv[1]))"
+    with open(stage_dir / "mdrun.out", "w") as fh:
+        proc = subprocess.run([sys.executable, "-c", code, str(spec_path)], cwd=stage_dir, env=env,
+                              stdout=fh, stderr=subprocess.STDOUT)
+    result_path = stage_dir / "gmxapi_result.json"
+    result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    if result.get("error"):
+        raise GromacsError(result["error"], workdir=stage_dir)
+    if proc.returncode != 0 or "directory" not in result:
+        raise GromacsError(f"gmxapi.mdrun ({stage}) failed (exit {proc.returncode}): {_mdrun_failure(stage_dir)}",
+                           workdir=stage_dir)
+    directory = Path(result["directory"])
     return directory / "confout.gro", directory / "md.log"
+
+
+def _gmxapi_stage_main(spec_path) -> int:
+    """Child-process body of ``run_stage_gmxapi``; writes gmxapi_result.json next to the spec."""
+    distill_error = distill
+    spec = json.loads(Path(spec_path).read_text())
+    out = Path(spec_path).with_name("gmxapi_result.json")
+    gmxapi = import_gmxapi()
+    if gmxapi is None:
+        out.write_text(json.dumps({"error": "gmxapi is not importable in the child process"}))
+        return 3
+    input_files = {"-f": spec["mdp"], "-c": spec["conf"], "-p": spec["top"]}
+    if spec["ref"] is not None:
+        input_files["-r"] = spec["ref"]
+    tpr = spec["tpr"]
+    grompp = gmxapi.commandline_operation(
+        spec["gmx"], ["-quiet", "grompp", "-maxwarn", str(spec["maxwarn"])], input_files=input_files,
+        output_files={"-o": tpr, "-po": str(Path(tpr).with_suffix(".mdout.mdp"))})
+    rc = grompp.output.returncode.result()
+    text = (grompp.output.stdout.result() or "") + (grompp.output.stderr.result() or "")
+    Path(spec_path).with_name("grompp.out").write_text(text)
+    if rc != 0:
+        out.write_text(json.dumps({"error": f"gmx grompp failed (exit {rc}): {distill_error(text)}"}))
+        return 3
+    simulation_input = gmxapi.modify_input(gmxapi.read_tpr(tpr), parameters={"nsteps": spec["nsteps"]})
+    runtime = {"-pin": "off"}
+    if spec["threads"]:
+        runtime["-nt"] = str(spec["threads"])
+    md = gmxapi.mdrun(simulation_input, runtime_args=runtime)
+    md.run()
+    out.write_text(json.dumps({"directory": md.output.directory.result()}))
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -783,6 +801,10 @@ def backmap_step(cg, topology, mapping, model=None, workdir="backmap_step", fram
     if gmxapi is None:
         raise GromacsError("gmxapi is not importable: backmap_step needs it (install gmxapi, see docs/RELAX.md)")
     if _BACKMAP_OP is None:
+        # gmxapi reads the annotations as types; this module's are strings (from __future__ import annotations)
+        _backmap_files.__annotations__ = {"cg": str, "topology": str, "mapping": str, "model": str, "workdir": str,
+                                          "frame": int, "seed": int, "gibbs": int, "restrain": str, "fc": float,
+                                          "temperature": float, "md_ps": float, "steps_em": int}
         _BACKMAP_OP = gmxapi.function_wrapper(
             output={"conf": str, "topology": str, "em_mdp": str, "md_mdp": str, "md_nsteps": int})(_backmap_files)
     if not isinstance(mapping, str):
@@ -806,5 +828,6 @@ def output_file(directory, name: str = "confout.gro"):
     global _JOIN_OP
     gmxapi = import_gmxapi()
     if _JOIN_OP is None:
+        _join_path.__annotations__ = {"directory": str, "name": str}
         _JOIN_OP = gmxapi.function_wrapper(output={"path": str})(_join_path)
     return _JOIN_OP(directory=directory, name=name)

@@ -1,0 +1,204 @@
+"""gmx_dbm relax: EM + restrained MD through real GROMACS/gmxapi, the gmx fallback, the gmxapi workflow
+example, bad inputs (exit 2, work directory kept). Runs are short (<= 500 EM steps, <= 0.5 ps MD)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gmx_dbm.cli import main
+from gmx_dbm.io import AtomInfo, Frame, open_writer, read_frame, read_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+TOP = ROOT / "topologies" / "sps.top"
+
+
+def _gmxapi_ok() -> bool:
+    from gmx_dbm.relax import import_gmxapi
+    return import_gmxapi() is not None
+
+
+@pytest.fixture(scope="module")
+def backmapped(shared_data, tmp_path_factory) -> Path:
+    """Frame 0 of the published deepBackmap output for the 568 K sPS set: a backmapped sPS frame."""
+    out = tmp_path_factory.mktemp("relax_in") / "backmapped.gro"
+    from gmx_dbm.io.topology import read_topology
+    flat = read_topology(TOP).flat()
+    fr = next(read_frames(shared_data / "sps" / "t568_train" / "deepbackmap.xtc", n_atoms=flat.n_atoms))
+    with open_writer(out, AtomInfo.from_topology(flat)) as w:
+        w.write(fr)
+    return out
+
+
+@pytest.fixture(scope="module")
+def relaxed(gmx, shared_data, backmapped, tmp_path_factory):
+    """One gmxapi relaxation of the backmapped frame with the shared topology (which includes a
+    posres.itp that does not exist)."""
+    if not _gmxapi_ok():
+        pytest.skip("gmxapi (with its compiled extension) is not importable here; scripts/install_gromacs.sh")
+    from gmx_dbm.relax import RelaxOptions, relax
+    tmp = tmp_path_factory.mktemp("relax_run")
+    top = shared_data / "sps" / "topol.top"
+    itp = shared_data / "sps" / "topol_PS1.itp"
+    before = (top.read_bytes(), itp.read_bytes())
+    summary = relax(backmapped, top, tmp / "relaxed.gro",
+                    RelaxOptions(steps_em=500, md_ps=0.5, temperature=300.0, engine="gmxapi"),
+                    workdir=tmp / "work")
+    return summary, tmp, before, (top.read_bytes(), itp.read_bytes())
+
+
+def test_relax_backmapped_frame_gmxapi(relaxed, backmapped):
+    summary, tmp, before, after = relaxed
+    assert summary["engine"] == "gmxapi"
+    assert before == after, "the user's topology must not be modified"
+    res = summary["frames"][0]
+    # minimisation converges (Fmax < emtol) within the step budget
+    assert res["em"]["converged"], res["em"]
+    assert res["em"]["steps"] <= 500
+    # MD finished, no constraint warnings anywhere in its logs
+    md_dir = Path(res["md"]["log"]).parent
+    assert (md_dir / "confout.gro").is_file()
+    assert res["md"]["constraint_warnings"] == 0
+    for f in list(Path(res["workdir"]).rglob("md.log")) + list(Path(res["workdir"]).rglob("mdrun.out")):
+        assert "LINCS WARNING" not in f.read_text(), f
+    # heavy atoms stay near the restraint reference (the backmapped positions)
+    assert res["restrained_rms_nm"] < 0.05
+    out = read_frame(tmp / "relaxed.gro")
+    start = read_frame(backmapped)
+    assert out.n_atoms == start.n_atoms == 5832
+    # work directory kept: wrapper topology, restraints, placeholder for the missing posres.itp, logs
+    wd = Path(summary["workdir"])
+    assert (wd / "topol.top").is_file() and (wd / "posre_gmx_dbm_PS1.itp").is_file()
+    assert (wd / "include" / "posres.itp").is_file()
+    assert "-DGMX_DBM_POSRES" in (wd / "md.mdp").read_text()
+
+
+def test_fallback_without_gmxapi(gmx, backmapped, tmp_path):
+    """gmxapi hidden (a sitecustomize makes `import gmxapi` fail): the gmx command line runs, with a notice."""
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'gmxapi' or name.startswith('gmxapi.'):\n"
+        "            raise ImportError('gmxapi hidden for this test')\n"
+        "sys.meta_path.insert(0, _Block())\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hide), str(ROOT)]))
+    proc = subprocess.run([sys.executable, "-m", "gmx_dbm", "relax", "-c", str(backmapped), "-p", str(TOP),
+                           "-o", str(tmp_path / "out.gro"), "--steps-em", "300", "--md-ps", "0.1",
+                           "--workdir", str(tmp_path / "work")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "gmxapi is not importable" in proc.stderr
+    assert "engine gmx," in proc.stderr
+    assert read_frame(tmp_path / "out.gro").n_atoms == 5832
+    assert list((tmp_path / "work").rglob("md.log"))
+
+
+def test_workflow_example(gmx, shared_data, tmp_path):
+    if not _gmxapi_ok():
+        pytest.skip("gmxapi (with its compiled extension) is not importable here")
+    model = ROOT / "runs" / "smoke" / "model.safetensors"
+    if not model.is_file():
+        pytest.skip("runs/smoke/model.safetensors missing: cd examples/smoke && gmx_dbm train config.toml")
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "gmxapi_workflow.py"), "--model", str(model),
+                           "--gibbs", "1", "--steps-em", "300", "--md-ps", "0.05", "--workdir", str(tmp_path / "wf")],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    final = proc.stdout.strip().splitlines()[-1].split(":", 1)[1].strip()
+    assert Path(final).is_file() and read_frame(final).n_atoms == 5832
+
+
+# ------------------------------------------------------------------------------------ bad inputs
+def _run(argv, capsys):
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("gmx_dbm relax: error:")]
+    return code, lines
+
+
+def test_topology_grompp_rejects(gmx, backmapped, tmp_path, capsys):
+    """A non-integer net charge: grompp warns, -maxwarn 0 makes it an error."""
+    src = (ROOT / "topologies" / "sps.itp").read_text().splitlines()
+    k = next(i for i, ln in enumerate(src) if ln.strip().startswith("[ atoms ]"))
+    j = next(i for i in range(k + 1, len(src)) if src[i].strip() and not src[i].lstrip().startswith(";"))
+    words = src[j].split()
+    words[6] = f"{float(words[6]) + 0.3:.4f}"
+    src[j] = "  ".join(words)
+    (tmp_path / "sps.itp").write_text("\n".join(src) + "\n")
+    (tmp_path / "sps.top").write_text((ROOT / "topologies" / "sps.top").read_text().replace(
+        '#include "mp_ps.ff/forcefield.itp"', f'#include "{ROOT / "topologies" / "mp_ps.ff" / "forcefield.itp"}"'))
+    code, lines = _run(["relax", "-c", str(backmapped), "-p", str(tmp_path / "sps.top"), "-o",
+                        str(tmp_path / "out.gro"), "--steps-em", "10", "--md-ps", "0", "--workdir",
+                        str(tmp_path / "work")], capsys)
+    assert code == 2
+    assert len(lines) == 1 and "grompp" in lines[0] and "charge" in lines[0].lower(), lines
+    assert "work directory kept" in lines[0]
+    assert (tmp_path / "work" / "topol.top").is_file()
+    assert not (tmp_path / "out.gro").exists()
+
+
+def test_box_too_small(gmx, backmapped, tmp_path, capsys):
+    fr = read_frame(backmapped)
+    small = tmp_path / "small.gro"
+    with open_writer(small, fr.atoms) as w:
+        w.write(Frame(fr.positions, np.diag([1.8, 1.8, 1.8])))
+    code, lines = _run(["relax", "-c", str(small), "-p", str(TOP), "-o", str(tmp_path / "out.gro"),
+                        "--steps-em", "10", "--md-ps", "0", "--workdir", str(tmp_path / "work")], capsys)
+    assert code == 2
+    assert len(lines) == 1 and "cut-off" in lines[0].lower() and "box" in lines[0].lower(), lines
+    assert "work directory kept" in lines[0]
+    assert (tmp_path / "work").is_dir() and list((tmp_path / "work").rglob("*.mdp"))
+
+
+def test_missing_gromacs(backmapped, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GMX_DBM_GMX", str(tmp_path / "no_such_gmx"))
+    code, lines = _run(["relax", "-c", str(backmapped), "-p", str(TOP), "-o", str(tmp_path / "out.gro"),
+                        "--workdir", str(tmp_path / "work")], capsys)
+    assert code == 2
+    assert len(lines) == 1 and "GMX_DBM_GMX" in lines[0], lines
+
+
+def test_missing_include_is_a_clear_error(backmapped, tmp_path, capsys):
+    (tmp_path / "bad.top").write_text('#include "nowhere.itp"\n[ system ]\nx\n[ molecules ]\n')
+    code, lines = _run(["relax", "-c", str(backmapped), "-p", str(tmp_path / "bad.top"), "-o",
+                        str(tmp_path / "out.gro"), "--workdir", str(tmp_path / "work")], capsys)
+    assert code == 2
+    assert len(lines) == 1 and "nowhere.itp" in lines[0] and "bad.top:1" in lines[0], lines
+
+
+# ------------------------------------------------------------------------------------ no GROMACS run
+def test_wrapper_topology_and_user_mdp(tmp_path):
+    """Several moleculetypes in one include file: a rewritten copy gets a restraint include after each;
+    one-moleculetype files are included as they are; user mdp entries override generated ones."""
+    from gmx_dbm.relax import RelaxOptions, make_mdp, prepare_topology
+    ff = (ROOT / "topologies" / "mp_ps.ff" / "forcefield.itp").resolve()
+    mol = ("[ moleculetype ]\n{n} 3\n[ atoms ]\n1 C 1 R C1 1 0.0 12.011\n2 H 1 R H1 1 0.0 1.008\n"
+           "[ bonds ]\n1 2 1 0.11 10000\n")
+    (tmp_path / "two.itp").write_text(mol.format(n="A") + mol.format(n="B"))
+    (tmp_path / "one.itp").write_text(mol.format(n="C"))
+    (tmp_path / "sys.top").write_text(f'#include "{ff}"\n#include "two.itp"\n#include "one.itp"\n'
+                                      "[ system ]\nt\n[ molecules ]\nA 1\nB 2\nC 1\n")
+    (tmp_path / "user.mdp").write_text("epsilon_rf = 2.5\nintegrator = sd\nnsteps = 7\ndefine = -DFOO\n")
+    prep = prepare_topology(tmp_path / "sys.top", tmp_path / "work", "heavy", 500.0)
+    top = (tmp_path / "work" / "topol.top").read_text()
+    assert f'#include "{(tmp_path / "one.itp").resolve()}"' in top
+    assert top.index('posre_gmx_dbm_C.itp') > top.index("one.itp")
+    copy = next((tmp_path / "work" / "topology").glob("*two.itp")).read_text()
+    assert copy.index("posre_gmx_dbm_A.itp") < copy.index("B 3") < copy.index("posre_gmx_dbm_B.itp")
+    assert (tmp_path / "work" / "posre_gmx_dbm_A.itp").read_text().count("  500") == 3  # heavy atom 1 only
+    assert list(prep.restrained) == [0, 2, 4, 6]
+    from gmx_dbm.relax import read_mdp
+    user = read_mdp(tmp_path / "user.mdp")
+    md, n = make_mdp("md", RelaxOptions(md_ps=1.0), prep, user)
+    em, _ = make_mdp("em", RelaxOptions(), prep, user)
+    assert "epsilon-rf = 2.5" in " ".join(md.split())
+    assert "integrator = sd" in " ".join(md.split()) and "integrator = steep" in " ".join(em.split())
+    assert n == 1000 and "nsteps = 1000" in " ".join(md.split())
+    assert "-DFOO" in md and "-DGMX_DBM_POSRES" in md
+    assert md.count("epsilon-rf") == 1  # replaced, not duplicated
