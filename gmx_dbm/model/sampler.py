@@ -13,14 +13,19 @@ from .prior import prior_energy
 from .recipe import Recipe
 
 
+KB = 0.00831446261815324  # kJ/mol/K
+
+
 def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Tensor,
           initial, rng: torch.Generator, orientations: int = 1, chunk: int = 4096,
-          lj_weight: float = 1.0):
+          temperature: float = 0.0):
     """Generate positions for ``atoms`` (S,) given ``state``; returns bead-centred positions (S, 3).
 
     With ``orientations`` > 1 each atom gets that many candidates (random rotation about the bead axis
-    and fresh noise) and keeps the one with the lowest prior energy (bonded + ``lj_weight`` x LJ).
-    All random numbers are drawn up front from ``rng``, so chunking does not change the result.
+    and fresh noise). ``temperature`` 0 keeps the lowest-energy candidate (the paper's choice; it narrows
+    distributions); T > 0 draws one with Boltzmann weights exp(-E / k T), E = the atom's bonded + LJ
+    energy with the atoms present. All random numbers are drawn up front from ``rng``, so chunking does
+    not change the result.
     """
     S = atoms.shape[0]
     K = max(1, int(orientations))
@@ -40,16 +45,23 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
         rel_out[sl] = rel
         if K > 1:
             e = prior_energy(batch, rel)
-            energy[sl] = e["bond"] + e["angle"] + e["dihedral"] + lj_weight * e["lj"]
+            energy[sl] = e["bond"] + e["angle"] + e["dihedral"] + e["lj"]
     if K == 1:
         return rel_out
-    best = energy.view(K, S).argmin(0)
+    energy = energy.view(K, S)
+    if temperature > 0:
+        logits = -(energy - energy.min(0).values) / (KB * temperature)
+        u = torch.rand(K, S, generator=rng).clamp_min(1e-12)
+        best = (logits - torch.log(-torch.log(u))).argmax(0)    # Gumbel-max: a draw from softmax(logits)
+    else:
+        best = energy.argmin(0)
     return rel_out.view(K, S, 3)[best, torch.arange(S)]
 
 
 @torch.no_grad()
 def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng: torch.Generator,
-                   gibbs: int = 4, orientations: int = 1, chunk: int = 4096, progress=None):
+                   gibbs: int = 4, orientations: int = 1, chunk: int = 4096, progress=None,
+                   temperature: float = 0.0):
     """Fill ``state`` with generated positions: one initial pass then ``gibbs`` sweeps.
 
     At each step k every bead places its k-th atom at once; in the initial pass the environment holds
@@ -63,7 +75,7 @@ def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState,
         for k in range(recipe.n_steps):
             atoms = seq[:, k]
             atoms = atoms[atoms >= 0]
-            rel = place(generator, recipe, grid, state, atoms, initial, rng, orientations, chunk)
+            rel = place(generator, recipe, grid, state, atoms, initial, rng, orientations, chunk, temperature)
             state.positions[atoms] = state.centres[beads_of[atoms]] + rel
             state.placed[atoms] = True
             if progress is not None:

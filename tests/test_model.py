@@ -1,0 +1,183 @@
+"""Featurisation, networks, prior and checkpoints (issue 3), on the project's own sPS files."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gmx_dbm.errors import ModelFileError
+from gmx_dbm.io import read_frame
+from gmx_dbm.io.topology import read_topology
+from gmx_dbm.mapping import read_mapping
+from gmx_dbm.model.checkpoint import load_checkpoint, load_model, save_model
+from gmx_dbm.model.features import build_state, featurize
+from gmx_dbm.model.networks import Critic, Generator
+from gmx_dbm.model.prior import prior_energy
+from gmx_dbm.model.recipe import FeatureSpec, Recipe
+from gmx_dbm.voxel import GridSpec, collapse, density_of
+
+GRID = GridSpec()
+
+
+@pytest.fixture(scope="module")
+def sps(root):
+    system = read_topology(root / "topologies" / "sps.top")
+    mapping = read_mapping([root / "mappings" / "sps.map"], system)
+    flat, mflat = system.flat(), mapping.flat()
+    spec = FeatureSpec(sorted(set(map(str, flat.types))), sorted(set(map(str, mflat.bead_types))), {})
+    recipe = Recipe(flat, mflat, spec)
+    cg = read_frame(root / "examples" / "sps" / "cg.gro")
+    # atoms scattered around their beads: enough structure for invariance checks, no reference needed
+    rng = np.random.default_rng(0)
+    pos = cg.positions[mflat.atom_bead] + rng.normal(scale=0.12, size=(flat.n_atoms, 3))
+    return recipe, cg, pos
+
+
+def _grids(recipe, centres, box, pos, atoms, angles, initial=False):
+    state = build_state(recipe, GRID, centres, box, positions=pos)
+    return featurize(recipe, GRID, state, atoms, initial, angles)
+
+
+def test_sequences_cover_every_atom_once(sps):
+    recipe, _, _ = sps
+    seq = recipe.bead_seq[recipe.bead_seq >= 0]
+    assert sorted(seq.tolist()) == list(range(recipe.n_atoms))
+    # heavy atoms come before hydrogens in every bead
+    for row in recipe.bead_seq:
+        row = row[row >= 0]
+        heavy = recipe.is_heavy[row]
+        assert not np.any(np.diff(heavy.astype(int)) > 0)
+
+
+def test_collapse_returns_the_point():
+    r = torch.tensor([[0.0, 0.0, 0.0], [0.11, -0.07, 0.05], [-0.2, 0.15, 0.1]])
+    back = collapse(density_of(r, GRID), GRID)
+    assert torch.allclose(back, r, atol=2e-3)
+
+
+def test_rotation_about_z_rotates_the_grid(sps):
+    recipe, cg, pos = sps
+    atoms = torch.from_numpy(recipe.bead_seq[:40, 2])
+    a = _grids(recipe, cg.positions, cg.box, pos, atoms, torch.zeros(len(atoms)))
+    b = _grids(recipe, cg.positions, cg.box, pos, atoms, torch.full((len(atoms),), math.pi / 2))
+    # turning the environment by +90 degrees about z (angle pi/2) turns the grid by a quarter in x-y
+    # (rot90 from the y axis towards x, i.e. k=-1 on dims (x, y))
+    turned = torch.rot90(a.grid, k=-1, dims=(2, 3))
+    assert a.grid.abs().sum() > 0
+    assert torch.allclose(b.grid, turned, atol=1e-4)
+    assert not torch.allclose(b.grid, a.grid, atol=1e-2)
+
+
+def test_translation_and_periodic_images_leave_features_unchanged(sps):
+    recipe, cg, pos = sps
+    box = np.asarray(cg.box)
+    atoms = torch.from_numpy(recipe.bead_seq[::7, 1])
+    angles = torch.linspace(0, 6, len(atoms))
+    ref = _grids(recipe, cg.positions, box, pos, atoms, angles)
+    shift = np.array([1.3, -0.7, 2.2])
+    moved = _grids(recipe, cg.positions + shift, box, pos + shift, atoms, angles)
+    assert torch.allclose(ref.grid, moved.grid, atol=1e-4)
+    # one molecule split across the box: its atoms and beads moved by box vectors
+    pos2 = pos.copy()
+    mol0 = recipe.atom_mol == 0
+    pos2[mol0] += box[0] - box[2]
+    cen2 = np.array(cg.positions, copy=True)
+    cen2[recipe.bead_mol == 0] -= box[1]
+    split = _grids(recipe, cen2, box, pos2, atoms, angles)
+    assert torch.allclose(ref.grid, split.grid, atol=1e-4)
+
+
+def test_batched_features_equal_one_at_a_time(sps):
+    recipe, cg, pos = sps
+    atoms = torch.from_numpy(recipe.bead_seq[:6, 3])
+    angles = torch.linspace(0, 3, 6)
+    batch = _grids(recipe, cg.positions, cg.box, pos, atoms, angles, initial=True)
+    for k in range(6):
+        one = _grids(recipe, cg.positions, cg.box, pos, atoms[k:k + 1], angles[k:k + 1], initial=True)
+        assert torch.allclose(one.grid[0], batch.grid[k], atol=1e-5)
+
+
+def test_absent_atoms_are_not_in_the_environment(sps):
+    recipe, cg, pos = sps
+    atoms = torch.from_numpy(recipe.bead_seq[:10, 0])       # first atom of each bead
+    state = build_state(recipe, GRID, cg.positions, cg.box)   # nothing placed yet
+    batch = featurize(recipe, GRID, state, atoms, True, torch.zeros(10))
+    T = recipe.spec.n_atom_types
+    assert float(batch.grid[:, :T * 4 + 1].abs().max()) == 0.0   # no atom channels at all
+    assert float(batch.grid[:, T * 4 + 1:].abs().max()) > 0.1    # beads are always there
+
+
+def test_prior_gradients_reach_generator_weights(sps):
+    recipe, cg, pos = sps
+    torch.manual_seed(0)
+    atoms = torch.from_numpy(recipe.bead_seq[:16, 1])
+    batch = _grids(recipe, cg.positions, cg.box, pos, atoms, torch.zeros(16), initial=True)
+    gen = Generator(recipe.spec.n_channels, recipe.spec.n_atom_types, 8, 8, 1, 8)
+    dens = gen(batch.grid, batch.atom_type, torch.randn(16, 8))
+    rel = batch.to_rel(collapse(dens, GRID))
+    e = prior_energy(batch, rel)
+    loss = sum(v.mean() for v in e.values())
+    loss.backward()
+    grads = [p.grad.abs().sum() for p in gen.parameters() if p.grad is not None]
+    assert grads and float(sum(grads)) > 0
+    assert torch.isfinite(loss)
+
+
+def test_prior_energy_of_reference_is_lower_than_of_noise(sps):
+    recipe, cg, pos = sps
+    atoms = torch.from_numpy(recipe.bead_seq[:50, 1])
+    batch = _grids(recipe, cg.positions, cg.box, pos, atoms, torch.zeros(50))
+    true_rel = torch.as_tensor(pos, dtype=torch.float32)[atoms] - torch.as_tensor(cg.positions, dtype=torch.float32)[
+        batch.beads]
+    far = true_rel + 0.08 * torch.randn(50, 3, generator=torch.Generator().manual_seed(1))
+    e_true = prior_energy(batch, true_rel)
+    e_far = prior_energy(batch, far)
+    assert float(e_far["bond"].mean()) > float(e_true["bond"].mean())
+
+
+def test_critic_and_generator_shapes():
+    gen = Generator(7, 3, 8, 8, 1, 4)
+    critic = Critic(7, 3, 8, 8, 1)
+    cond = torch.randn(5, 7, 8, 8, 8)
+    at = torch.tensor([0, 1, 2, 0, 1])
+    d = gen(cond, at, torch.randn(5, 4))
+    assert d.shape == (5, 1, 8, 8, 8)
+    assert torch.allclose(d.sum(dim=(1, 2, 3, 4)), torch.full((5,), gen.mass), rtol=1e-4)
+    assert critic(cond, at, d).shape == (5,)
+
+
+def test_model_file_round_trip(tmp_path):
+    torch.manual_seed(3)
+    gen = Generator(7, 3, 8, 8, 1, 4).eval()
+    meta = {"name": "t", "spec": {"atom_types": ["A"], "bead_types": ["B"], "bead_type_alias": {}},
+            "grid": {"resolution": 8, "length": 1.2, "sigma": 0.1, "cutoff": 0.7}}
+    path = tmp_path / "m.safetensors"
+    save_model(path, gen, meta)
+    back, meta2 = load_model(path)
+    x = torch.randn(2, 7, 8, 8, 8)
+    z = torch.randn(2, 4)
+    at = torch.tensor([0, 2])
+    with torch.no_grad():
+        assert torch.equal(gen(x, at, z), back(x, at, z))
+    assert meta2["name"] == "t" and meta2["grid"]["resolution"] == 8
+    # a truncated file is refused with a clear error
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelFileError):
+        load_model(bad)
+
+
+def test_training_checkpoint_refuses_pickled_code(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(ModelFileError):
+        load_checkpoint(path)
+    assert not marker.exists()
