@@ -99,10 +99,11 @@ class Backmapper:
     orientations: int = 1
     constraints: str = "none"
     seed: int = 0
+    select_temperature: float = 0.0
 
     @classmethod
     def build(cls, system, mapping, model=None, gibbs=4, orientations=1, constraints="auto", seed=0,
-              device="cpu"):
+              device="cpu", select_temperature=None):
         flat = system.flat()
         mflat = mapping.flat()
         path = resolve_model(model, system, mflat)
@@ -120,10 +121,12 @@ class Backmapper:
             constraints = meta.get("card", {}).get("constraints", "none")
         if constraints not in ("none", "h-bonds", "all-bonds"):
             raise InputError(f"constraints must be none, h-bonds or all-bonds, got {constraints!r}")
-        log.info("model %s (%s), %d Gibbs sweeps, %d orientations, constraints %s",
-                 path.name, meta.get("name"), gibbs, orientations, constraints)
+        if select_temperature is None:
+            select_temperature = float(meta.get("card", {}).get("select_temperature", 0.0))
+        log.info("model %s (%s), %d Gibbs sweeps, %d orientations (selection at %g K), constraints %s",
+                 path.name, meta.get("name"), gibbs, orientations, select_temperature, constraints)
         return cls(gen, Recipe(flat, mflat, spec), grid, meta, flat, mflat, int(gibbs), int(orientations),
-                   constraints, int(seed))
+                   constraints, int(seed), float(select_temperature))
 
     def _constraint_arrays(self):
         idx, lengths = [], []
@@ -141,7 +144,8 @@ class Backmapper:
         """Positions (N, 3) nm, wrapped into the box, for one CG frame (bead centres (nb, 3))."""
         rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         state = build_state(self.recipe, self.grid, centres, box)
-        pos = generate_frame(self.generator, self.recipe, self.grid, state, rng, self.gibbs, self.orientations)
+        pos = generate_frame(self.generator, self.recipe, self.grid, state, rng, self.gibbs, self.orientations,
+                             temperature=self.select_temperature)
         if self.constraints != "none":
             bonds, lengths = self._constraint_arrays()
             pos = constrain_bonds(pos, state.box, bonds, lengths,
@@ -165,13 +169,13 @@ def check_cg_frame(frame: Frame, mflat, path, index: int) -> None:
 
 def backmap(cg, topology, mapping, output, model=None, gibbs: int = 4, orientations: int = 1,
             seed: int = 0, constraints: str = "auto", defines=None, device: str = "cpu",
-            progress: bool = True, frames=None) -> dict:
+            progress: bool = True, frames=None, select_temperature: float | None = None) -> dict:
     """Backmap every frame of ``cg`` (.gro/.xtc) to ``output`` (.gro/.xtc/.pdb). Returns a summary."""
     check_writable(output)
     system = read_topology(topology, defines=defines)
     mapping_paths = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
     smap = read_mapping(mapping_paths, system)
-    bm = Backmapper.build(system, smap, model, gibbs, orientations, constraints, seed, device)
+    bm = Backmapper.build(system, smap, model, gibbs, orientations, constraints, seed, device, select_temperature)
     atoms = AtomInfo.from_topology(bm.flat)
     t0 = time.perf_counter()
     n = 0

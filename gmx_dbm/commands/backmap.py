@@ -16,6 +16,9 @@ def add_arguments(p):
     p.add_argument("--gibbs", type=int, default=4, help="Gibbs refinement sweeps (paper: 4)")
     p.add_argument("--orientations", type=int, default=1,
                    help="candidates per atom (rotations about the bead axis); the lowest-energy one is kept")
+    p.add_argument("--select-temperature", type=float, default=None, metavar="K",
+                   help="with --orientations > 1: 0 keeps the lowest-energy candidate (paper), T > 0 draws "
+                        "one with Boltzmann weights at T kelvin (default: the model card's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
     p.add_argument("--constraints", default="auto", choices=["auto", "none", "h-bonds", "all-bonds"],
                    help="project bonds onto their topology lengths (auto: as the model's training data)")
@@ -44,6 +47,6 @@ def run(args) -> int:
         return relax_after_backmap(args)
     backmap(args.cg, args.topology, args.mapping, args.output, model=args.model, gibbs=args.gibbs,
             orientations=args.orientations, seed=args.seed, constraints=args.constraints,
-            defines=args.defines or None, device=args.device,
+            defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
             progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
     return 0
