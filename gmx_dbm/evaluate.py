@@ -45,18 +45,28 @@ TABLE_ENERGIES = (("angle E", ("angle",)), ("improper E", ("improper",)), ("LJ E
 
 
 # =========================================================================== fast energies
+def _ff_arrays(forcefield) -> dict:
+    """numpy copies of the force field's non-bonded tables (cached on the module instance)."""
+    cache = getattr(forcefield, "_gmx_dbm_numpy", None)
+    if cache is None:
+        cache = {"type_index": forcefield.type_index.numpy(), "c6": forcefield.c6.double().numpy(),
+                 "c12": forcefield.c12.double().numpy(), "charges": forcefield.charges.double().numpy()}
+        forcefield._gmx_dbm_numpy = cache
+    return cache
+
+
 def pair_energies(forcefield, i, j, d) -> tuple:
     """Short-range LJ and reaction-field Coulomb energies (kJ/mol) of non-excluded pairs (i, j) at
     distances d (numpy), with the force field's parameters and settings, the forms of its non-bonded
     kernel (potential-shift LJ, GROMACS reaction field). Returns (lj per pair, coulomb per pair)."""
     s = forcefield.settings
-    ti, tj = forcefield.type_index[i].numpy(), forcefield.type_index[j].numpy()
-    c6 = forcefield.c6.double().numpy()[ti, tj]
-    c12 = forcefield.c12.double().numpy()[ti, tj]
-    lj = metrics.lj_pair_energies(d, c6, c12, s.cutoff, shift=s.modifier == "potential-shift")
+    a = _ff_arrays(forcefield)
+    ti, tj = a["type_index"][i], a["type_index"][j]
+    lj = metrics.lj_pair_energies(d, a["c6"][ti, tj], a["c12"][ti, tj], s.cutoff,
+                                  shift=s.modifier == "potential-shift")
     if not forcefield.has_charges:
         return lj, np.zeros_like(lj)
-    q = forcefield.charges.double().numpy()
+    q = a["charges"]
     qq = q[i] * q[j] * forcefield.f_elec
     coul = qq * (1.0 / d + forcefield.k_rf * d * d - forcefield.c_rf)
     return lj, np.where(d < s.rcoulomb, coul, 0.0)
@@ -97,21 +107,22 @@ def nonbonded_pairs(forcefield, positions, box, cutoff: float | None = None) -> 
     return i[keep], j[keep], d[keep]
 
 
-def forcefield_energies(forcefield, positions, box, pairs=None) -> dict:
-    """{term: kJ/mol} of one frame from a ``ForceField`` (no gradients). ``pairs``: the non-excluded
-    (i, j, d) within the cut-offs (``nonbonded_pairs``), if already at hand."""
+def forcefield_energies(forcefield, positions, box, pairs=None, pair_sums=None) -> dict:
+    """{term: kJ/mol} of one frame from a ``ForceField`` (no gradients). The short-range non-bonded part
+    comes from the k-d tree pair search: ``pairs`` = non-excluded (i, j, d) within the cut-offs
+    (``nonbonded_pairs``) or ``pair_sums`` = their (LJ, Coulomb) sums, if already at hand."""
     x = torch.as_tensor(np.asarray(positions), dtype=forcefield.dtype)[None]
     b = torch.as_tensor(np.asarray(box), dtype=forcefield.dtype)[None]
-    fast = True
-    try:
-        if pairs is None:
-            pairs = nonbonded_pairs(forcefield, positions, box)
-    except ValueError:  # box shorter than twice the cut-off: the force field's own search decides
-        fast = False
-    if fast:
-        i, j, d = pairs
-        lj, c = pair_energies(forcefield, i, j, d)
-        with torch.no_grad(), _precomputed_nonbonded(forcefield, float(lj.sum()), float(c.sum())):
+    if pair_sums is None:
+        try:
+            if pairs is None:
+                pairs = nonbonded_pairs(forcefield, positions, box)
+            lj, c = pair_energies(forcefield, *pairs)
+            pair_sums = (float(lj.sum()), float(c.sum()))
+        except ValueError:  # box shorter than twice the cut-off: the force field's own search decides
+            pair_sums = None
+    if pair_sums is not None:
+        with torch.no_grad(), _precomputed_nonbonded(forcefield, *pair_sums):
             e = forcefield(x, b)
     else:
         with torch.no_grad():
@@ -241,6 +252,11 @@ class Evaluator:
         self.elements = metrics.elements(flat.names, flat.masses)
         self.rdf_rmax, self.rdf_dr = rdf_rmax, rdf_dr
         self.n_mols = int(flat.mol_index.max()) + 1 if self.n else 0
+        # exclusions looked up only inside molecules when they all are intramolecular (always so for
+        # bonded ones; explicit [ exclusions ] are per moleculetype too)
+        self.mol_of_excl = self.intra_rdf = np.asarray(flat.mol_index)
+        if len(flat.exclusions) and np.any(flat.mol_index[flat.exclusions[:, 0]] != flat.mol_index[flat.exclusions[:, 1]]):
+            self.mol_of_excl = None  # pragma: no cover - cannot come from a GROMACS topology
         self.forcefield = ForceField(flat, self.settings)
         self.energies = energies
         s = self.settings
@@ -250,7 +266,7 @@ class Evaluator:
     def new_stats(self, label, path) -> TrajectoryStats:
         return TrajectoryStats(label, str(path),
                                [metrics.BondedHistograms(self.flat), metrics.BondedHistograms(self.flat)],
-                               [metrics.RDFAccumulator(self.elements, self.rdf_excl, self.rdf_rmax, self.rdf_dr)
+                               [metrics.RDFAccumulator(self.elements, self.rdf_excl, self.rdf_rmax, self.rdf_dr, self.intra_rdf)
                                 for _ in range(2)])
 
     def add_frame(self, st: TrajectoryStats, pos, box, path=None) -> None:
@@ -264,13 +280,14 @@ class Evaluator:
         st.rdf[half].add(i, j, d, abs(np.linalg.det(box)))
         # non-excluded pairs within the force-field cut-offs: LJ per molecule, clashes, energies
         ff = self.forcefield
-        nb = (d < self.nb_cutoff) & ~metrics.in_keys(i, j, self.n, self.excl)
+        intra = None if self.mol_of_excl is None else self.mol_of_excl[i] == self.mol_of_excl[j]
+        nb = (d < self.nb_cutoff) & ~metrics.in_keys(i, j, self.n, self.excl, intra)
         ii, jj, dd = i[nb], j[nb], d[nb]
-        lj, _ = pair_energies(ff, ii, jj, dd)
+        lj, coul = pair_energies(ff, ii, jj, dd)
         st.lj_per_molecule.append(metrics.per_molecule(ii, jj, lj, self.flat.mol_index, self.n_mols))
         st.clashes.append(int((dd < metrics.CLASH_DISTANCE).sum()))
         if self.energies:
-            st.energies.append(forcefield_energies(ff, pos, box, (ii, jj, dd)))
+            st.energies.append(forcefield_energies(ff, pos, box, pair_sums=(float(lj.sum()), float(coul.sum()))))
 
     def trajectory(self, path, label=None) -> TrajectoryStats:
         t0 = time.perf_counter()

@@ -240,10 +240,16 @@ def pair_keys(pairs, n_atoms: int) -> np.ndarray:
     return np.unique(pairs[:, 0] * n_atoms + pairs[:, 1])
 
 
-def in_keys(i, j, n_atoms: int, keys) -> np.ndarray:
-    """Boolean mask: is the pair (i, j) (i < j) among ``keys``?"""
+def in_keys(i, j, n_atoms: int, keys, where=None) -> np.ndarray:
+    """Boolean mask: is the pair (i, j) (i < j) among ``keys``? ``where`` (bool mask): look up only
+    those pairs (e.g. the intramolecular ones when the keys are bonded exclusions), the rest are False."""
+    out = np.zeros(len(i), dtype=bool)
     if len(keys) == 0:
-        return np.zeros(len(i), dtype=bool)
+        return out
+    if where is not None:
+        sel = np.nonzero(where)[0]
+        out[sel] = in_keys(np.asarray(i)[sel], np.asarray(j)[sel], n_atoms, keys)
+        return out
     k = np.asarray(i, dtype=np.int64) * n_atoms + np.asarray(j, dtype=np.int64)
     loc = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
     return keys[loc] == k
@@ -297,7 +303,11 @@ class RDFAccumulator:
     pairs (A centre, B neighbour) per frame: the deepBackmap convention (densities N/V, not (N-1)/V).
     'C-C' is the published 'RDF of non-bonded carbon pairs'."""
 
-    def __init__(self, element_of_atom, excluded_keys, rmax: float = RDF_RMAX, dr: float = RDF_DR):
+    def __init__(self, element_of_atom, excluded_keys, rmax: float = RDF_RMAX, dr: float = RDF_DR,
+                 mol_index=None):
+        """``mol_index`` (per atom, optional): the exclusions are looked up only for pairs inside a
+        molecule (faster; right when all excluded pairs are intramolecular, as bonded ones are)."""
+        self.mol = None if mol_index is None else np.asarray(mol_index)
         self.elem = np.asarray(element_of_atom)
         self.names = sorted(set(self.elem.tolist()), key=lambda e: (e != "C", e != "H", e))
         code = {e: k for k, e in enumerate(self.names)}
@@ -321,7 +331,8 @@ class RDFAccumulator:
         """One frame's pairs (i < j, distance d) from ``periodic_pairs`` with cut-off >= rmax."""
         sel = (d < self.rmax) & (d > 0)
         i, j, d = i[sel], j[sel], d[sel]
-        sel = ~in_keys(i, j, self.n_atoms, self.excluded)
+        where = None if self.mol is None else self.mol[i] == self.mol[j]
+        sel = ~in_keys(i, j, self.n_atoms, self.excluded, where)
         i, j, d = i[sel], j[sel], d[sel]
         ne = len(self.names)
         a, b = self.code[i], self.code[j]
