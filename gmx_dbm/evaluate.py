@@ -310,7 +310,7 @@ def check_names(frame: Frame, flat, path, index: int = 0) -> None:
     bad = np.nonzero(names != np.asarray([str(n).strip() for n in flat.names]))[0]
     if len(bad):
         b = int(bad[0])
-        raise TrajectoryError(f"atom {b + 1} is named {names[b]!r} but the topology has {flat.names[b]!r} "
+        raise TrajectoryError(f"atom {b + 1} is named {str(names[b])!r} but the topology has {str(flat.names[b])!r} "
                               f"there ({len(bad)} names differ): atoms must be in topology order",
                               path=path, where=f"frame {index}")
 
