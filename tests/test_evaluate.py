@@ -251,3 +251,28 @@ def test_reproduces_the_published_sps_table(shared_data, root):
     fl = res["reference"]["floor"]
     assert fl["bond_jsd"] < 0.001 and fl["angle_jsd"] < 0.001 and fl["improper_jsd"] < 0.001
     assert fl["proper_jsd"] < 0.005 and fl["rdf_dev"] < 0.005
+
+
+def test_backmap_frame_quality_logs_and_warns(toy, caplog):
+    import logging
+
+    from gmx_dbm.backmap import FrameQuality
+    from gmx_dbm.io import read_frames
+    flat = toy["flat"]
+    frames = list(read_frames(toy["ref"]))
+    stats = E.reference_statistics(flat, [f.positions for f in frames], [f.box for f in frames])
+    qc = FrameQuality(flat, {"reference_stats": stats})
+    caplog.set_level(logging.INFO, logger="gmx_dbm.backmap")
+    rep = qc(0, frames[0].positions, frames[0].box)
+    assert rep["clashes"] == 0 and "angle" in rep["energy"]
+    assert "frame 0 quality: 0 clashes" in caplog.text and "WARNING" not in caplog.text.upper().split("QUALITY")[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    pos = frames[1].positions.copy()
+    pos[1] += [0.05, 0, 0]
+    qc(1, pos, frames[1].box)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(m.startswith("frame 1: bond ") for m in warned)
+    # a card without statistics: the INFO line only
+    caplog.clear()
+    FrameQuality(flat, {})(2, pos, frames[1].box)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
