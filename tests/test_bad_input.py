@@ -259,11 +259,11 @@ CASES = [
                                     "-m", "{R}/mappings/sps.map", "-o", "{OUT}/aa.gro", "--model", "{M}"],
          ["model.safetensors", "model cannot backmap this system", "atom types C_AR, H_AR unknown to it"]),
     # --- outputs -------------------------------------------------------------------------------------
-    Case("output-folder-missing", BACKMAP + ["-c", "{CG}", "-o", "{T}/no_such_dir/aa.gro"],
+    Case("output-folder-missing", BACKMAP_TOY[:5] + ["-c", "{CG}", "-o", "{T}/no_such_dir/aa.gro", "--model", "{M}"],
          ["no_such_dir/aa.gro", "output folder", "does not exist"]),
     Case("output-folder-is-a-file", ["map", "-f", "{D}/toy.gro", "-p", "{D}/toy.top", "-m", "{D}/toy.map",
                                      "-o", "{T}/a_file/cg.gro"],
-         ["a_file/cg.gro", "output folder", "does not exist"],
+         ["a_file/cg.gro", "output folder", "is not a folder"],
          prepare=lambda t, toy: (t / "a_file").write_text("a file, not a folder\n")),
     Case("output-is-a-directory", ["map", "-f", "{D}/toy.gro", "-p", "{D}/toy.top", "-m", "{D}/toy.map",
                                    "-o", "{T}/cg.gro"],

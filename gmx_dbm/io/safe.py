@@ -40,7 +40,8 @@ def check_writable(path) -> Path:
         raise OutputError(f"{path}: is a directory, expected a file name")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise OutputError(f"{path}: output folder {folder} does not exist")
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise OutputError(f"{path}: output folder {folder} {what}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: output folder {folder} is not writable")
     if path.exists() and MAX_BACKUPS > 0 and not os.access(folder, os.W_OK):
