@@ -187,6 +187,29 @@ def reference_statistics(flat, frames_positions, boxes, forcefield=None, max_fra
             "terms": stats, "clashes": {"mean": float(np.mean(cl)), "std": float(np.std(cl))}}
 
 
+def pool_statistics(parts: list) -> dict | None:
+    """Combine ``reference_statistics`` of several systems (a transferable model's data sets) into one:
+    frame-weighted means, standard deviations of the pooled per-frame values (spread between systems
+    included)."""
+    parts = [p for p in parts if p]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    w = np.array([p["n_frames"] for p in parts], dtype=np.float64)
+    w = w / w.sum()
+
+    def pool(stats):
+        m = np.array([s["mean"] for s in stats])
+        v = np.array([s["std"] ** 2 for s in stats])
+        mean = float((w * m).sum())
+        return {"mean": mean, "std": float(np.sqrt((w * (v + (m - mean) ** 2)).sum()))}
+    terms = [t for t in parts[0]["terms"] if all(t in p["terms"] for p in parts)]
+    return {"n_frames": int(sum(p["n_frames"] for p in parts)), "unit": parts[0]["unit"],
+            "systems": len(parts), "terms": {t: pool([p["terms"][t] for p in parts]) for t in terms},
+            "clashes": pool([p["clashes"] for p in parts])}
+
+
 def quality_warnings(report: dict, reference_stats: dict | None, n_std: float = 5.0) -> list:
     """Messages for the energy terms of a ``frame_report`` that lie more than ``n_std`` standard
     deviations from the reference statistics (tiny standard deviations are floored at 1% of the mean

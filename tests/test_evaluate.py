@@ -276,3 +276,11 @@ def test_backmap_frame_quality_logs_and_warns(toy, caplog):
     caplog.clear()
     FrameQuality(flat, {})(2, pos, frames[1].box)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_pool_statistics():
+    a = {"n_frames": 2, "unit": "u", "terms": {"angle": {"mean": 1.0, "std": 0.0}}, "clashes": {"mean": 0, "std": 0}}
+    b = {"n_frames": 2, "unit": "u", "terms": {"angle": {"mean": 3.0, "std": 0.0}}, "clashes": {"mean": 0, "std": 0}}
+    assert E.pool_statistics([a]) is a and E.pool_statistics([]) is None
+    p = E.pool_statistics([a, b])
+    assert p["terms"]["angle"] == {"mean": 2.0, "std": 1.0} and p["n_frames"] == 4

@@ -270,7 +270,18 @@ class Trainer:
                 "training_files": [f for ds in self.cfg.data for f in ds.aa],
                 "prior": self.cfg.prior.mode, "size": self.cfg.model.size,
                 "constraints": self.cfg.constraints, "specific": self.cfg.chemically_specific,
-                "molecules": self.molecules}
+                "molecules": self.molecules, "reference_stats": self.reference_stats()}
+
+    def reference_stats(self) -> dict | None:
+        """Energy per term per atom (mean, std) and clashes of the training frames, for backmap's
+        per-frame quality flags (``gmx_dbm.evaluate.reference_statistics``; at most 16 frames per data
+        set, pooled over data sets). Computed once."""
+        if getattr(self, "_reference_stats", None) is None:
+            from ..evaluate import pool_statistics, reference_statistics
+            parts = [reference_statistics(d.recipe.flat, d.aa.double().numpy(), d.box.double().numpy(),
+                                          max_frames=16) for d in self.data]
+            self._reference_stats = pool_statistics(parts)
+        return self._reference_stats
 
     def run(self, max_steps: int | None = None, progress: bool = True) -> Path:
         cfg = self.cfg.train
