@@ -156,6 +156,11 @@ def _resume_from(checkpoint_key, top=None):
     return prepare
 
 
+def _train_output_in_a_file(t, toy):
+    (t / "a_file").write_text("a file, not a folder\n")
+    toy_config(t / "cfg.toml", t / "a_file" / "run", toy["cg"])
+
+
 def _existing_output(name):
     def prepare(t, toy):
         (t / "out" / name).write_text("a previous result that a failed run must leave alone\n")
@@ -271,6 +276,9 @@ CASES = [
     Case("output-unknown-format", ["map", "-f", "{D}/toy.gro", "-p", "{D}/toy.top", "-m", "{D}/toy.map",
                                    "-o", "{OUT}/cg.xyz"],
          ["cg.xyz", "unknown output format '.xyz'", "known: .gro, .xtc, .pdb"]),
+    Case("train-output-not-a-folder", ["train", "{T}/cfg.toml", "--no-progress"],
+         ["a_file/run", "cannot write the training output folder", "expected a writable folder"],
+         prepare=_train_output_in_a_file),
     Case("output-json-folder-missing", ENERGY + ["-c", "{D}/toy.gro", "--json", "{T}/no_such_dir/e.json"],
          ["no_such_dir/e.json", "output folder", "does not exist"]),
     Case("output-folder-not-writable", MAP + ["-f", "{D}/toy.gro"],

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ModelFileError
+from ..errors import ConfigError, ModelFileError, OutputError
 from ..model.checkpoint import (build_networks, file_sha256, load_checkpoint, save_checkpoint, save_model)
 from ..model.features import Batch, build_state, featurize
 from ..model.networks import NETWORK_SIZES
@@ -285,9 +285,13 @@ class Trainer:
 
     def run(self, max_steps: int | None = None, progress: bool = True) -> Path:
         cfg = self.cfg.train
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            logf = open(self.out / "train_log.jsonl", "a")
+        except OSError as exc:
+            raise OutputError(f"{self.out}: cannot write the training output folder ({exc.strerror}); "
+                              "expected a writable folder (config key 'output')") from None
         total = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
-        logf = open(self.out / "train_log.jsonl", "a")
         try:
             from tqdm import tqdm
             bar = tqdm(total=total, initial=self.step, disable=not progress, desc=f"train {self.cfg.name}",
