@@ -26,6 +26,7 @@ class FrameState:
     axes: torch.Tensor           # (nb, 3) vector from bead centre to its align partner (minimum image)
     cand_atoms: torch.Tensor     # (nb, Mc) candidate environment atoms, -1 padded
     cand_beads: torch.Tensor     # (nb, Mb) candidate environment beads, -1 padded
+    cand_all: torch.Tensor | None = None  # the bead-level candidate list refine_candidates starts from
 
 
 def _neighbour_beads(centres: torch.Tensor, box: torch.Tensor, radius: float, chunk: int = 1024):
@@ -98,14 +99,34 @@ class Batch:
 
 
 def _compact(mask: torch.Tensor, *tensors):
-    """Keep, per row, only the slots where ``mask`` is true (front-packed, shortest common width)."""
+    """Keep, per row, only the slots where ``mask`` is true (front-packed, shortest common width).
+
+    O(n) with a cumulative sum and a scatter (no sort); order within a row is preserved."""
+    S, M = mask.shape
     counts = mask.sum(1)
     m = max(int(counts.max()) if counts.numel() else 0, 1)
-    order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :m]
-    keep = torch.gather(mask, 1, order)
+    slot = torch.where(mask, mask.cumsum(1) - 1, torch.full_like(counts[:, None], m).expand(S, M))
+    src = torch.arange(M).expand(S, M)
+    order = torch.zeros(S, m + 1, dtype=torch.long).scatter_(1, slot, src)[:, :m]
+    keep = torch.arange(m)[None, :] < counts[:, None]
     out = [torch.gather(t, 1, order.reshape(order.shape + (1,) * (t.dim() - 2)).expand(
         order.shape + t.shape[2:])) for t in tensors]
     return keep, out
+
+
+def refine_candidates(state: FrameState, grid: GridSpec, margin: float = 0.15) -> None:
+    """Shrink each bead's candidate atoms to those now within reach of its cube (all atoms placed, before
+    each Gibbs sweep; always from the full bead-level list): atoms move less than ``margin`` nm in a sweep."""
+    if state.cand_all is None:
+        state.cand_all = state.cand_atoms
+    c = state.cand_all
+    ok = c >= 0
+    cc = c.clamp_min(0)
+    d = minimum_image(state.positions[cc] - state.centres[:, None, :], state.box)
+    reach = grid.cutoff * 3 ** 0.5 + margin
+    near = ok & state.placed[cc] & ((d * d).sum(-1) <= reach * reach)
+    keep, (c,) = _compact(near, c)
+    state.cand_atoms = torch.where(keep, c, torch.full_like(c, -1))
 
 
 def featurize(recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Tensor,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..voxel import GridSpec, collapse, minimum_image
-from .features import FrameState, featurize
+from .features import FrameState, featurize, refine_candidates
 from .prior import prior_energy
 from .recipe import Recipe
 
@@ -72,6 +72,8 @@ def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState,
     beads_of = torch.from_numpy(recipe.atom_bead)
     for sweep in range(1 + gibbs):
         initial = sweep == 0
+        if sweep >= 1:
+            refine_candidates(state, grid)
         for k in range(recipe.n_steps):
             atoms = seq[:, k]
             atoms = atoms[atoms >= 0]
