@@ -1,0 +1,61 @@
+"""Quality on the 453 K development set: backmap CG frames of ../shared/data/sps/t453 with a model and
+score them against the all-atom reference (pooled over all 78 reference frames) beside the published
+deepBackmap output and the classical baseline, with METHOD.md's definitions.
+
+Usage: python benchmarks/quality_t453.py --model sps --frames 8 [--gibbs 4] [--orientations 1]
+       [--select-temperature 0] [--compare]   (--compare also scores the published and baseline outputs)
+Prints the evaluate table and the backmapping time per frame.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GMX_DBM_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default="sps")
+    ap.add_argument("--frames", type=int, default=8, help="CG frames to backmap, evenly spaced")
+    ap.add_argument("--gibbs", type=int, default=4)
+    ap.add_argument("--orientations", type=int, default=1)
+    ap.add_argument("--select-temperature", type=float, default=None)
+    ap.add_argument("--constraints", default="auto")
+    ap.add_argument("--compare", action="store_true", help="also score deepbackmap.xtc and baseline.xtc")
+    ap.add_argument("--out", default=None, help="keep the backmapped trajectory here")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    t453 = SHARED / "sps" / "t453"
+    if not (t453 / "cg.xtc").is_file():
+        raise SystemExit(f"shared data not found at {SHARED}")
+    from gmx_dbm.backmap import backmap
+    from gmx_dbm.evaluate import evaluate, format_table
+    from gmx_dbm.io import count_frames
+    n = count_frames(t453 / "cg.xtc")
+    pick = set(np.linspace(0, n - 1, args.frames).round().astype(int).tolist())
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out) if args.out else Path(tmp) / "gmx_dbm.xtc"
+        t = time.perf_counter()
+        s = backmap(t453 / "cg.xtc", ROOT / "topologies" / "sps.top", [ROOT / "mappings" / "sps.map"], out,
+                    model=args.model, gibbs=args.gibbs, orientations=args.orientations, seed=0,
+                    constraints=args.constraints, progress=False, frames=pick,
+                    select_temperature=args.select_temperature)
+        dt = time.perf_counter() - t
+        cands = [out] + ([t453 / "deepbackmap.xtc", t453 / "baseline.xtc"] if args.compare else [])
+        res = evaluate(t453 / "aa.xtc", cands, ROOT / "topologies" / "sps.top", plots=False, json_path=args.json)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"model {args.model}: {s['frames']} frames, gibbs {args.gibbs}, orientations {args.orientations}, "
+          f"{dt / max(1, s['frames']):.1f} s/frame ({s['atoms_per_s']:.0f} atoms/s)")
+    print(format_table(res))
+
+
+if __name__ == "__main__":
+    main()
