@@ -1,0 +1,67 @@
+"""Copy a trained model into the package (gmx_dbm/data/models/NAME.safetensors) and write its model card.
+
+Usage: python scripts/ship_model.py NAME RUN_MODEL.safetensors [--quality QUALITY.md] [--select-temperature K]
+The card (NAME.md) states the data, config, training steps and the measured quality/speed given in
+QUALITY.md (a Markdown fragment, e.g. the table printed by benchmarks/quality_t453.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("name")
+    ap.add_argument("model")
+    ap.add_argument("--quality", default=None)
+    ap.add_argument("--select-temperature", type=float, default=None,
+                    help="default Boltzmann selection temperature stored in the card")
+    args = ap.parse_args()
+    from gmx_dbm.model.checkpoint import load_model, save_model
+    gen, meta = load_model(args.model)
+    if args.select_temperature is not None:
+        meta.setdefault("card", {})["select_temperature"] = args.select_temperature
+    meta = {k: v for k, v in meta.items() if k not in ("format", "generator")}
+    # paths in the stored config are the trainer's machine's; keep file names only
+    cfg = meta.get("config", {})
+    for ds in cfg.get("data", []) + cfg.get("validation", []):
+        for key in ("aa", "cg", "mapping"):
+            ds[key] = [Path(p).name for p in ds.get(key, [])]
+        ds["topology"] = Path(ds["topology"]).name
+    cfg["output"] = Path(cfg.get("output", "")).name
+    meta["hashes"] = {Path(k).name: v for k, v in meta.get("hashes", {}).items()}
+    meta.get("card", {})["training_files"] = [Path(p).parent.name + "/" + Path(p).name
+                                              for p in meta.get("card", {}).get("training_files", [])]
+    dest = ROOT / "gmx_dbm" / "data" / "models" / f"{args.name}.safetensors"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        dest.unlink()  # the repository keeps history; no #backup# inside the package
+    save_model(dest, gen, meta)
+    card = meta.get("card", {})
+    lines = [f"# Model card: `{args.name}`", "",
+             f"- trained by gmx_dbm's own `gmx_dbm train` with `examples/train/{args.name}.toml`, "
+             f"{meta.get('steps')} steps, on the CPU (2 cores)",
+             f"- network: {cfg.get('model', {}).get('size')} generator, "
+             f"{sum(p.numel() for p in gen.parameters())} parameters; grid {meta['grid']}",
+             f"- prior: {cfg.get('prior', {}).get('mode')} (bonded weight {cfg.get('prior', {}).get('bonded_weight')}, "
+             f"LJ weight {cfg.get('prior', {}).get('lj_weight')})",
+             f"- feature channels: atom types {meta['spec']['atom_types']}, bead types {meta['spec']['bead_types']}, "
+             f"aliases {meta['spec']['bead_type_alias']}",
+             f"- training data: {', '.join(card.get('training_files', []))} ({card.get('training_frames')} frames)",
+             f"- constraints applied after generation by default: {card.get('constraints')}",
+             f"- chemically specific: {card.get('specific')}",
+             f"- default selection temperature for --orientations > 1: {card.get('select_temperature', 0.0)} K",
+             "", "The full resolved config is stored in the file's safetensors metadata (`gmx_dbm` entry).", ""]
+    if args.quality:
+        lines += ["## Measured quality and speed", "", Path(args.quality).read_text().strip(), ""]
+    (dest.with_suffix(".md")).write_text("\n".join(lines))
+    print(f"shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB) and {dest.with_suffix('.md')}")
+    print(json.dumps(card, indent=1)[:400])
+
+
+if __name__ == "__main__":
+    main()
