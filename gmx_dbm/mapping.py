@@ -199,7 +199,9 @@ def _sections(path: Path):
             section = None if closing else name
             continue
         if section is None:
-            raise MappingError(f"data line {line!r} outside a section", path=path, line=lineno)
+            shown = line if len(line) <= 60 else line[:60] + "..."
+            raise MappingError(f"data line {shown!r} outside a section; expected a '[ map ]' or other "
+                               "section header first", path=path, line=lineno)
         yield section, lineno, line.split()
 
 

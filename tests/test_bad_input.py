@@ -218,6 +218,8 @@ CASES = [
          ["toy.gro:2", "has 14 atoms, expected 21"]),
     Case("top-molecules-unknown-type", ["energy", "-c", "{D}/toy.gro", "-p", "{B}/molecules_unknown.top"],
          ["molecules_unknown.top:40", "'TOX'", "is not defined"]),
+    Case("top-not-text", ["energy", "-c", "{D}/toy.gro", "-p", "{G}/cg_3_beads.xtc"],
+         ["cg_3_beads.xtc:1", "not UTF-8 text (byte 0x", "expected a GROMACS topology"]),
     # --- mapping reader ------------------------------------------------------------------------------
     Case("map-atom-not-in-topology", ["map", "-f", "{D}/toy.gro", "-p", "{D}/toy.top",
                                       "-m", "{B}/atom_not_in_topology.map", "-o", "{OUT}/cg.gro"],
@@ -230,6 +232,9 @@ CASES = [
          ["align_missing_bead.map:20", "bead 3 does not exist (beads 1..2)"]),
     Case("map-bead-order-vs-cg", BACKMAP + ["-c", "{B}/cg_bead_order.gro"],
          ["cg_bead_order.gro", "frame 0", "bead 1 is named 'B1' but the mapping expects 'A1'"]),
+    Case("map-not-text", ["map", "-f", "{D}/toy.gro", "-p", "{D}/toy.top", "-m", "{G}/cg_3_beads.xtc",
+                          "-o", "{OUT}/cg.gro"],
+         ["cg_3_beads.xtc:1", "outside a section", "...'", "expected a '[ map ]' or other section header"]),
     # --- training config -----------------------------------------------------------------------------
     Case("config-unknown-key", ["train", "{T}/cfg.toml", "--no-progress"],
          ["cfg.toml", "unknown key(s) train.checkpoint_evry", "valid keys:", "train.checkpoint_every"],
@@ -242,6 +247,9 @@ CASES = [
     Case("config-missing-data-file", ["train", "{T}/cfg.toml", "--no-progress"],
          ["cfg.toml", "'data[0].aa': file not found", "no_such_aa.xtc"],
          prepare=_cfg(aa="no_such_aa.xtc")),
+    Case("config-not-text", ["train", "{T}/cfg.toml", "--no-progress"],
+         ["cfg.toml", "not UTF-8 text; expected a TOML (or YAML) config"],
+         prepare=lambda t, toy: (t / "cfg.toml").write_bytes((toy["gen"] / "cg_3_beads.xtc").read_bytes())),
     Case("train-data-nan", ["train", "{T}/cfg.toml", "--no-progress"],
          ["coord_nan.gro:6", "NaN or infinite y coordinate"], prepare=_cfg(aa=BAD / "coord_nan.gro")),
     Case("train-data-bad-mapping", ["train", "{T}/cfg.toml", "--no-progress"],

@@ -63,7 +63,7 @@ def _tracked_preprocessor():
     class Tracked(CPreProcessor):
         def __iter__(self):
             opened = []  # lines of the #if/#ifdef/#ifndef still open, to name in an error
-            for lineno, line in enumerate(self._fileobj, 1):
+            for lineno, line in _text_lines(self._fileobj, self.filename):
                 match = ppre.match(line)
                 if match:
                     cmd, args = match.groups()
@@ -101,6 +101,22 @@ def _tracked_preprocessor():
         _ppcmdmap = dict(CPreProcessor._ppcmdmap, include=_pp_include_tracked)
 
     return Tracked
+
+
+def _text_lines(fileobj, path):
+    """enumerate(fileobj, 1), but a file that is not UTF-8 text is a TopologyError at its first bad line."""
+    try:
+        yield from enumerate(fileobj, 1)
+    except UnicodeDecodeError:
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise TopologyError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                                        "expected a GROMACS topology (.top/.itp text)", path=path,
+                                        line=lineno) from None
+        raise
 
 
 def _pp_message(exc, pp) -> str:

@@ -178,7 +178,10 @@ def load_config_file(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("config file not found", path=path)
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8 text; expected a TOML (or YAML) config", path=path) from None
     if path.suffix in (".yaml", ".yml"):
         try:
             import yaml
