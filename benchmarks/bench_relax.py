@@ -87,6 +87,7 @@ def main(argv=None):
     ap.add_argument("--model", default=None)
     ap.add_argument("--no-model", action="store_true")
     ap.add_argument("--start", default=None, help="an already backmapped frame instead of running --model")
+    ap.add_argument("--start-label", default="deepBackmap (given)")
     ap.add_argument("--radius", type=float, default=0.1, help="classical start: max distance from the bead (nm)")
     ap.add_argument("--steps-em", type=int, default=5000)
     ap.add_argument("--emtol", type=float, default=500.0)
@@ -115,7 +116,7 @@ def main(argv=None):
     starts = {}
     backmap_s = {}
     if args.start:
-        starts["deepBackmap (given)"] = nth(args.start, 0, n).positions
+        starts[args.start_label] = nth(args.start, 0, n).positions
     elif not args.no_model:
         model = args.model
         if model is None:

@@ -56,7 +56,7 @@ def main(argv=None):
 
     # 2. energy minimisation, heavy atoms restrained to the backmapped positions
     grompp_em = gmxapi.commandline_operation(
-        gmx, ["grompp"], input_files={"-f": bm.output.em_mdp, "-c": bm.output.conf, "-r": bm.output.conf,
+        gmx, ["grompp"], input_files={"-f": bm.output.em_mdp, "-c": bm.output.conf, "-r": bm.output.reference,
                                       "-p": bm.output.topology},
         output_files={"-o": "em.tpr"})
     checked(grompp_em, "grompp (EM)")
@@ -65,7 +65,7 @@ def main(argv=None):
 
     # 3. restrained MD from the minimised structure; the restraint reference stays the backmapped one
     grompp_md = gmxapi.commandline_operation(
-        gmx, ["grompp"], input_files={"-f": bm.output.md_mdp, "-c": em_conf.output.path, "-r": bm.output.conf,
+        gmx, ["grompp"], input_files={"-f": bm.output.md_mdp, "-c": em_conf.output.path, "-r": bm.output.reference,
                                       "-p": bm.output.topology},
         output_files={"-o": "md.tpr"})
     checked(grompp_md, "grompp (MD)")
@@ -74,7 +74,7 @@ def main(argv=None):
     md = gmxapi.mdrun(md_input, runtime_args={"-pin": "off"})
     md.run()
     final = Path(md.output.directory.result()) / "confout.gro"
-    print(f"backmapped: {bm.output.conf.result()}")
+    print(f"backmapped: {bm.output.reference.result()}")
     print(f"minimised:  {em_conf.output.path.result()}")
     print(f"relaxed:    {final}")
     return 0

@@ -33,6 +33,9 @@ def add_relax_options(p, standalone: bool = False):
     g.add_argument("--workdir", default=None, metavar="DIR",
                    help="work directory (kept; a fresh folder inside DIR if DIR is not empty); default: a "
                         "fresh gmx_dbm_relax_* folder next to the output")
+    g.add_argument("--min-distance", type=float, default=0.05,
+                   help="push apart atom pairs closer than this (nm) before EM; single-precision GROMACS "
+                        "overflows on near-overlaps (0: off)")
     g.add_argument("--maxwarn", type=int, default=0, help="grompp -maxwarn")
     g.add_argument("--md-seed", type=int, default=1, help="gen-seed of the MD velocities")
     g.add_argument("--md-threads", type=int, default=0, help="mdrun -nt (0: GROMACS decides)")
@@ -53,7 +56,8 @@ def options_from_args(args):
     return RelaxOptions(steps_em=args.steps_em, emtol=args.emtol, md_ps=args.md_ps, dt=args.dt,
                         temperature=args.temperature, restrain=args.restrain, fc=args.fc,
                         constraints=args.md_constraints, mdp=args.mdp, engine=args.engine,
-                        threads=args.md_threads, seed=args.md_seed, maxwarn=args.maxwarn)
+                        threads=args.md_threads, seed=args.md_seed, maxwarn=args.maxwarn,
+                        min_distance=args.min_distance)
 
 
 def _write_summary(path, summary):
