@@ -67,11 +67,14 @@ def main(argv=None) -> int:
 
     stages = {}
 
+    cpu = {}
+
     def timed(name, fn):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for fr in frames:
             fn(fr)
         stages[name] = time.perf_counter() - t
+        cpu[name] = time.process_time() - c
 
     st = ev.new_stats("bench", "bench")
     timed("bonded histograms", lambda fr: st.bonded[0].add(fr.positions, fr.box))
@@ -87,19 +90,21 @@ def main(argv=None) -> int:
     st2 = ev.new_stats("bench2", "bench2")
     timed("add_frame (everything evaluate does per frame)", lambda fr: ev.add_frame(st2, fr.positions, fr.box))
     stages["reading the .xtc"] = t_read
+    cpu["reading the .xtc"] = float("nan")
 
     width = max(len(k) for k in stages) + 2
-    print(f"\n{'stage':<{width}}{'s/frame':>10}{'s total':>10}")
+    print(f"\n{'stage':<{width}}{'s/frame':>10}{'s total':>10}{'CPU s':>10}")
     for k, v in stages.items():
-        print(f"{k:<{width}}{v / nf:>10.3f}{v:>10.2f}")
+        print(f"{k:<{width}}{v / nf:>10.3f}{v:>10.2f}{cpu[k]:>10.2f}")
 
     if nf == 78:
-        t = time.perf_counter()
+        t, c0 = time.perf_counter(), time.process_time()
         res = E.evaluate(t453 / "aa.xtc", [t453 / "deepbackmap.xtc"], top)
-        wall = time.perf_counter() - t
+        wall, used = time.perf_counter() - t, time.process_time() - c0
         c = res["candidates"]["deepbackmap"]
-        print(f"\nevaluate(aa.xtc vs deepbackmap.xtc, 2 x 78 frames, energies on): {wall:.1f} s wall "
-              f"({wall / 156:.2f} s per frame); angle JSD {c['angle_jsd']:.4f}, RDF dev {c['rdf_dev']:.4f}")
+        print(f"\nevaluate(aa.xtc vs deepbackmap.xtc, 2 x 78 frames, energies on): {wall:.1f} s wall, "
+              f"{used:.1f} s CPU ({wall / 156:.2f} s wall per frame); angle JSD {c['angle_jsd']:.4f}, "
+              f"RDF dev {c['rdf_dev']:.4f}; load after {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -796,18 +796,26 @@ def relax(conf, topology, output, options: RelaxOptions | None = None, workdir=N
     options.check()
     check_writable(output)
     wd = fresh_workdir(workdir, output)
-    relaxer = Relaxer(topology, wd, options, defines, include_dirs)
-    t0 = time.perf_counter()
-    results = []
-    with open_writer(output, relaxer.atoms) as writer:
-        for i, fr in enumerate(read_frames(conf, n_atoms=relaxer.n_atoms)):
-            if frames is not None and i not in frames:
-                continue
-            res = relaxer.frame(fr, i)
-            writer.write(Frame(res.positions, res.box, time=fr.time, step=fr.step))
-            results.append(res.summary())
-        if not results:
-            raise TrajectoryError("contains no frames", path=conf)
+    try:
+        relaxer = Relaxer(topology, wd, options, defines, include_dirs)
+        t0 = time.perf_counter()
+        results = []
+        with open_writer(output, relaxer.atoms) as writer:
+            for i, fr in enumerate(read_frames(conf, n_atoms=relaxer.n_atoms)):
+                if frames is not None and i not in frames:
+                    continue
+                res = relaxer.frame(fr, i)
+                writer.write(Frame(res.positions, res.box, time=fr.time, step=fr.step))
+                results.append(res.summary())
+            if not results:
+                raise TrajectoryError("contains no frames", path=conf)
+    except GmxDbmError as exc:
+        # bad input (or no GROMACS) leaves nothing behind: the work directory we made beside the output
+        # goes too; GROMACS failures keep theirs for inspection, and a --workdir the user named stays
+        if workdir is None and (isinstance(exc, InputError) or not any(wd.iterdir())):
+            import shutil
+            shutil.rmtree(wd, ignore_errors=True)
+        raise
     summary = {"workdir": str(wd), "engine": relaxer.engine, "frames": results,
                "seconds": time.perf_counter() - t0, "output": str(output)}
     log.info("wrote %s: %d relaxed frames in %.1f s (work directory %s)", output, len(results),
