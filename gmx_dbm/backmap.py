@@ -100,10 +100,11 @@ class Backmapper:
     constraints: str = "none"
     seed: int = 0
     select_temperature: float = 0.0
+    proposals: int = 1
 
     @classmethod
     def build(cls, system, mapping, model=None, gibbs=4, orientations=1, constraints="auto", seed=0,
-              device="cpu", select_temperature=None):
+              device="cpu", select_temperature=None, proposals=1):
         flat = system.flat()
         mflat = mapping.flat()
         path = resolve_model(model, system, mflat)
@@ -126,7 +127,7 @@ class Backmapper:
         log.info("model %s (%s), %d Gibbs sweeps, %d orientations (selection at %g K), constraints %s",
                  path.name, meta.get("name"), gibbs, orientations, select_temperature, constraints)
         return cls(gen, Recipe(flat, mflat, spec), grid, meta, flat, mflat, int(gibbs), int(orientations),
-                   constraints, int(seed), float(select_temperature))
+                   constraints, int(seed), float(select_temperature), max(1, int(proposals)))
 
     def _constraint_arrays(self):
         idx, lengths = [], []
@@ -145,7 +146,7 @@ class Backmapper:
         rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         state = build_state(self.recipe, self.grid, centres, box)
         pos = generate_frame(self.generator, self.recipe, self.grid, state, rng, self.gibbs, self.orientations,
-                             temperature=self.select_temperature)
+                             temperature=self.select_temperature, proposals=self.proposals)
         if self.constraints != "none":
             bonds, lengths = self._constraint_arrays()
             pos = constrain_bonds(pos, state.box, bonds, lengths,
@@ -194,14 +195,15 @@ class FrameQuality:
 def backmap(cg, topology, mapping, output, model=None, gibbs: int = 4, orientations: int = 1,
             seed: int = 0, constraints: str = "auto", defines=None, device: str = "cpu",
             progress: bool = True, frames=None, select_temperature: float | None = None,
-            quality: bool = True) -> dict:
+            quality: bool = True, proposals: int = 1) -> dict:
     """Backmap every frame of ``cg`` (.gro/.xtc) to ``output`` (.gro/.xtc/.pdb). Returns a summary.
     ``quality``: log clashes and energies of every frame (``FrameQuality``); the summary's 'quality'."""
     check_writable(output)
     system = read_topology(topology, defines=defines)
     mapping_paths = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
     smap = read_mapping(mapping_paths, system)
-    bm = Backmapper.build(system, smap, model, gibbs, orientations, constraints, seed, device, select_temperature)
+    bm = Backmapper.build(system, smap, model, gibbs, orientations, constraints, seed, device, select_temperature,
+                          proposals)
     atoms = AtomInfo.from_topology(bm.flat)
     qc = FrameQuality(bm.flat, bm.meta.get("card")) if quality else None
     reports = []

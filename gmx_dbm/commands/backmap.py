@@ -16,6 +16,9 @@ def add_arguments(p):
     p.add_argument("--gibbs", type=int, default=4, help="Gibbs refinement sweeps (paper: 4)")
     p.add_argument("--orientations", type=int, default=1,
                    help="candidates per atom (rotations about the bead axis); the lowest-energy one is kept")
+    p.add_argument("--proposals", type=int, default=1, metavar="P",
+                   help="candidates per generated density: its collapsed mean plus P-1 points drawn from it; "
+                        "with Gibbs sweeps the current position competes too (energy-based choice)")
     p.add_argument("--select-temperature", type=float, default=None, metavar="K",
                    help="with --orientations > 1: 0 keeps the lowest-energy candidate (paper), T > 0 draws "
                         "one with Boltzmann weights at T kelvin (default: the model card's)")
@@ -48,5 +51,6 @@ def run(args) -> int:
     backmap(args.cg, args.topology, args.mapping, args.output, model=args.model, gibbs=args.gibbs,
             orientations=args.orientations, seed=args.seed, constraints=args.constraints,
             defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
+            proposals=args.proposals,
             progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
     return 0

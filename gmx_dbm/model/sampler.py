@@ -16,52 +16,96 @@ from .recipe import Recipe
 KB = 0.00831446261815324  # kJ/mol/K
 
 
+def _sample_from_density(dens: torch.Tensor, u: torch.Tensor, jitter: torch.Tensor, grid: GridSpec):
+    """Points drawn from densities (S, 1, G, G, G) by inverse CDF over voxels (u (S, P) uniform) plus a
+    uniform offset inside the voxel (jitter (S, P, 3) in [-0.5, 0.5)); local coordinates (S, P, 3)."""
+    G = grid.resolution
+    cdf = dens.flatten(1).cumsum(1)
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1:]).contiguous()).clamp_max(G ** 3 - 1)
+    ix, iy, iz = idx // (G * G), (idx // G) % G, idx % G
+    ax = grid.axis(dens.dtype)
+    return torch.stack([ax[ix], ax[iy], ax[iz]], -1) + jitter * grid.spacing
+
+
 def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Tensor,
           initial, rng: torch.Generator, orientations: int = 1, chunk: int = 4096,
-          temperature: float = 0.0):
+          temperature: float = 0.0, proposals: int = 1):
     """Generate positions for ``atoms`` (S,) given ``state``; returns bead-centred positions (S, 3).
 
-    With ``orientations`` > 1 each atom gets that many candidates (random rotation about the bead axis
-    and fresh noise). ``temperature`` 0 keeps the lowest-energy candidate (the paper's choice; it narrows
-    distributions); T > 0 draws one with Boltzmann weights exp(-E / k T), E = the atom's bonded + LJ
-    energy with the atoms present. All random numbers are drawn up front from ``rng``, so chunking does
-    not change the result.
+    Candidates per atom: ``orientations`` generator draws (random rotation about the bead axis and fresh
+    noise), each collapsed to its mean (paper eq. 7) and, with ``proposals`` > 1, ``proposals`` - 1 more
+    points drawn from the generated density; where the atom is already placed (Gibbs sweeps) its current
+    position is a candidate too. With one candidate that is the result (the paper's sampler). Otherwise
+    ``temperature`` 0 keeps the lowest-energy candidate (the paper's ensemble choice), T > 0 draws one with
+    Boltzmann weights exp(-E / k T); E = the atom's bonded + LJ energy with the atoms present. All random
+    numbers are drawn up front from ``rng``, so chunking does not change the result.
     """
     S = atoms.shape[0]
     K = max(1, int(orientations))
+    P = max(1, int(proposals))
     atoms_rep = atoms.repeat(K)
     if not isinstance(initial, bool):
         initial = initial.repeat(K)
     angles = torch.rand(S * K, generator=rng) * (2 * torch.pi)
     noise = torch.randn(S * K, generator.noise_dim, generator=rng)
-    rel_out = torch.empty(S * K, 3)
-    energy = torch.zeros(S * K)
+    u = torch.rand(S * K, P - 1, generator=rng)
+    jitter = torch.rand(S * K, P - 1, 3, generator=rng) - 0.5
+    current = state.placed[atoms]
+    with_current = bool(current.any()) and (K * P > 1)
+    rel_out = torch.empty(S * K, P, 3)
+    energy = torch.zeros(S * K, P)
+    e_current = torch.full((S,), float("inf"))
     for s in range(0, S * K, chunk):
         sl = slice(s, min(s + chunk, S * K))
         ini = initial if isinstance(initial, bool) else initial[sl]
         batch = featurize(recipe, grid, state, atoms_rep[sl], ini, angles[sl])
         dens = generator(batch.grid, batch.atom_type, noise[sl])
-        rel = batch.to_rel(collapse(dens, grid))
+        local = collapse(dens, grid)[:, None, :]
+        if P > 1:
+            local = torch.cat([local, _sample_from_density(dens, u[sl], jitter[sl], grid)], 1)
+        rel = torch.einsum("sji,spj->spi", batch.frames, local)
         rel_out[sl] = rel
-        if K > 1:
-            e = prior_energy(batch, rel)
-            energy[sl] = e["bond"] + e["angle"] + e["dihedral"] + e["lj"]
-    if K == 1:
-        return rel_out
-    energy = energy.view(K, S)
+        if K * P > 1:
+            for p in range(P):
+                e = prior_energy(batch, rel[:, p])
+                energy[sl, p] = e["bond"] + e["angle"] + e["dihedral"] + e["lj"]
+        if with_current and s < S:
+            rows = torch.arange(sl.start, min(sl.stop, S))
+            cur = minimum_image(state.positions[atoms[rows]] - state.centres[batch.beads[:len(rows)]], state.box)
+            sub = _rows(batch, len(rows))
+            e = prior_energy(sub, cur)
+            e_current[rows] = torch.where(current[rows], e["bond"] + e["angle"] + e["dihedral"] + e["lj"],
+                                          torch.full_like(e["bond"], float("inf")))
+    if K * P == 1:
+        return rel_out[:, 0]
+    cands = rel_out.view(K, S, P, 3).permute(1, 0, 2, 3).reshape(S, K * P, 3)
+    energy = energy.view(K, S, P).permute(1, 0, 2).reshape(S, K * P)
+    if with_current:
+        cur_rel = minimum_image(state.positions[atoms] - state.centres[torch.from_numpy(recipe.atom_bead)[atoms]],
+                                state.box)
+        cands = torch.cat([cands, cur_rel[:, None]], 1)
+        energy = torch.cat([energy, e_current[:, None]], 1)
     if temperature > 0:
-        logits = -(energy - energy.min(0).values) / (KB * temperature)
-        u = torch.rand(K, S, generator=rng).clamp_min(1e-12)
-        best = (logits - torch.log(-torch.log(u))).argmax(0)    # Gumbel-max: a draw from softmax(logits)
+        logits = -(energy - energy.min(1, keepdim=True).values) / (KB * temperature)
+        g = torch.rand(logits.shape, generator=rng).clamp_min(1e-12)
+        best = (logits - torch.log(-torch.log(g))).argmax(1)    # Gumbel-max: a draw from softmax(logits)
     else:
-        best = energy.argmin(0)
-    return rel_out.view(K, S, 3)[best, torch.arange(S)]
+        best = energy.argmin(1)
+    return cands[torch.arange(S), best]
+
+
+def _rows(batch, n: int):
+    """The first n samples of a Batch (prior context only is used)."""
+    from .features import Batch
+    return Batch(batch.atoms[:n], batch.beads[:n], batch.grid[:n], batch.frames[:n], batch.atom_type[:n],
+                 batch.env_rel[:n], batch.env_c6[:n], batch.env_c12[:n],
+                 {k: {f: v[:n] for f, v in d.items()} for k, d in batch.bonded.items()})
 
 
 @torch.no_grad()
 def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng: torch.Generator,
                    gibbs: int = 4, orientations: int = 1, chunk: int = 4096, progress=None,
-                   temperature: float = 0.0):
+                   temperature: float = 0.0, proposals: int = 1):
     """Fill ``state`` with generated positions: one initial pass then ``gibbs`` sweeps.
 
     At each step k every bead places its k-th atom at once; in the initial pass the environment holds
@@ -77,7 +121,8 @@ def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState,
         for k in range(recipe.n_steps):
             atoms = seq[:, k]
             atoms = atoms[atoms >= 0]
-            rel = place(generator, recipe, grid, state, atoms, initial, rng, orientations, chunk, temperature)
+            rel = place(generator, recipe, grid, state, atoms, initial, rng, orientations, chunk, temperature,
+                        proposals)
             state.positions[atoms] = state.centres[beads_of[atoms]] + rel
             state.placed[atoms] = True
             if progress is not None:
