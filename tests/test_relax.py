@@ -100,18 +100,53 @@ def test_fallback_without_gmxapi(gmx, backmapped, tmp_path):
     assert list((tmp_path / "work").rglob("md.log"))
 
 
-def test_workflow_example(gmx, shared_data, tmp_path):
+def _small_sps(tmp_path):
+    """2 of the 36 sPS chains in the example frame's box (324 atoms): the backmap inside the workflow
+    example then takes seconds, not minutes."""
+    top = (ROOT / "topologies" / "sps.top").read_text()
+    top = top.replace('#include "mp_ps.ff/forcefield.itp"', f'#include "{ROOT / "topologies" / "mp_ps.ff" / "forcefield.itp"}"')
+    top = top.replace('#include "sps.itp"', f'#include "{ROOT / "topologies" / "sps.itp"}"')
+    top = top.replace("PS1  36", "PS1  2")
+    assert "PS1  2" in top
+    (tmp_path / "small.top").write_text(top)
+    fr = read_frame(ROOT / "examples" / "sps" / "cg.gro")
+    nb = 40
+    atoms = AtomInfo(fr.atoms.names[:nb], fr.atoms.resnames[:nb], fr.atoms.resids[:nb])
+    with open_writer(tmp_path / "small_cg.gro", atoms) as w:
+        w.write(Frame(fr.positions[:nb], fr.box))
+    return tmp_path / "small_cg.gro", tmp_path / "small.top"
+
+
+def test_workflow_example(gmx, tmp_path):
     if not _gmxapi_ok():
         pytest.skip("gmxapi (with its compiled extension) is not importable here")
     model = ROOT / "runs" / "smoke" / "model.safetensors"
     if not model.is_file():
         pytest.skip("runs/smoke/model.safetensors missing: cd examples/smoke && gmx_dbm train config.toml")
+    cg, top = _small_sps(tmp_path)
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "gmxapi_workflow.py"), "--model", str(model),
-                           "--gibbs", "1", "--steps-em", "300", "--md-ps", "0.05", "--workdir", str(tmp_path / "wf")],
-                          capture_output=True, text=True, timeout=900, cwd=tmp_path)
+                           "--cg", str(cg), "--topology", str(top), "--gibbs", "1", "--steps-em", "300",
+                           "--md-ps", "0.2", "--workdir", str(tmp_path / "wf")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     final = proc.stdout.strip().splitlines()[-1].split(":", 1)[1].strip()
-    assert Path(final).is_file() and read_frame(final).n_atoms == 5832
+    assert Path(final).is_file() and read_frame(final).n_atoms == 324
+    assert (tmp_path / "wf" / "backmap" / "posre_gmx_dbm_PS1.itp").is_file()
+
+
+def test_backmap_relax_command(gmx, tmp_path):
+    """`gmx_dbm backmap ... --relax` end to end (small system, smoke model, either engine)."""
+    model = ROOT / "runs" / "smoke" / "model.safetensors"
+    if not model.is_file():
+        pytest.skip("runs/smoke/model.safetensors missing: cd examples/smoke && gmx_dbm train config.toml")
+    cg, top = _small_sps(tmp_path)
+    code = main(["backmap", "-c", str(cg), "-p", str(top), "-m", str(ROOT / "mappings" / "sps.map"),
+                 "--model", str(model), "--gibbs", "1", "-o", str(tmp_path / "out.gro"), "--relax",
+                 "--steps-em", "300", "--md-ps", "0.1", "--workdir", str(tmp_path / "work")])
+    assert code == 0
+    assert read_frame(tmp_path / "out.gro").n_atoms == 324
+    assert (tmp_path / "work" / "backmapped.gro").is_file()
+    assert list((tmp_path / "work" / "relax").rglob("md.log"))
 
 
 # ------------------------------------------------------------------------------------ bad inputs
