@@ -812,7 +812,8 @@ def relax(conf, topology, output, options: RelaxOptions | None = None, workdir=N
     except GmxDbmError as exc:
         # bad input (or no GROMACS) leaves nothing behind: the work directory we made beside the output
         # goes too; GROMACS failures keep theirs for inspection, and a --workdir the user named stays
-        if workdir is None and (isinstance(exc, InputError) or not any(wd.iterdir())):
+        ran = any(wd.glob("frame*"))  # frames already relaxed keep their logs
+        if workdir is None and ((isinstance(exc, InputError) and not ran) or not any(wd.iterdir())):
             import shutil
             shutil.rmtree(wd, ignore_errors=True)
         raise
