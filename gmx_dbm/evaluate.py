@@ -226,8 +226,10 @@ def pool_statistics(parts: list) -> dict | None:
 
 def quality_warnings(report: dict, reference_stats: dict | None, n_std: float = 5.0) -> list:
     """Messages for the energy terms of a ``frame_report`` that lie more than ``n_std`` standard
-    deviations from the reference statistics (tiny standard deviations are floored at 1% of the mean
-    and 1e-4 kJ/mol per atom, so constant terms do not raise alarms over rounding)."""
+    deviations from the reference statistics. Frame-to-frame spreads of a melt are tiny (0.04 kJ/mol/atom
+    for sPS angles), so the standard deviation is floored at 10% of the mean (and 1e-4 kJ/mol per atom):
+    a frame is flagged only when a term is off by half its reference value or more, which a change of
+    temperature (453 K frames, 568 K training) does not reach."""
     if not reference_stats or "terms" not in reference_stats:
         return []
     out = []
@@ -235,7 +237,7 @@ def quality_warnings(report: dict, reference_stats: dict | None, n_std: float = 
         if term not in report["energy_per_atom"]:
             continue
         value = report["energy_per_atom"][term]
-        scale = max(float(st["std"]), 0.01 * abs(float(st["mean"])), 1e-4)
+        scale = max(float(st["std"]), 0.1 * abs(float(st["mean"])), 1e-4)
         z = (value - float(st["mean"])) / scale
         if abs(z) > n_std:
             out.append(f"{term} {value:.4g} kJ/mol/atom is {z:+.1f} std from the reference "

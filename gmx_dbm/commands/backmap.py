@@ -22,6 +22,8 @@ def add_arguments(p):
     p.add_argument("--select-temperature", type=float, default=None, metavar="K",
                    help="with --orientations > 1: 0 keeps the lowest-energy candidate (paper), T > 0 draws "
                         "one with Boltzmann weights at T kelvin (default: the model card's)")
+    p.add_argument("--no-quality", action="store_true",
+                   help="skip the per-frame quality report (clashes, energies per term, warnings)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
     p.add_argument("--constraints", default="auto", choices=["auto", "none", "h-bonds", "all-bonds"],
                    help="project bonds onto their topology lengths (auto: as the model's training data)")
@@ -51,6 +53,6 @@ def run(args) -> int:
     backmap(args.cg, args.topology, args.mapping, args.output, model=args.model, gibbs=args.gibbs,
             orientations=args.orientations, seed=args.seed, constraints=args.constraints,
             defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
-            proposals=args.proposals,
+            proposals=args.proposals, quality=not args.no_quality,
             progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
     return 0
