@@ -68,6 +68,8 @@ class TrainConfig:
     lr_critic: float = 1e-4
     lambda_gp: float = 0.1
     gibbs_fraction: float = 0.5  # share of beads trained with a Gibbs-sweep environment
+    reconstruction_weight: float = 0.0   # L2 warm-up on Gibbs-sweep samples (nm^-2), decays linearly ...
+    reconstruction_steps: int = 0        # ... to zero at this step
     checkpoint_every: int = 100
     validate_every: int = 100
     log_every: int = 10

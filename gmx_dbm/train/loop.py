@@ -64,14 +64,15 @@ def cat_batches(batches: list) -> Batch:
 
 def recurrent_samples(gen, data: SystemData, frame: int, beads: torch.Tensor, initial: torch.Tensor,
                       grid: GridSpec, rng: torch.Generator):
-    """Walk the beads' sequences, generated atoms feeding later environments. -> (Batch, true rel (S,3))."""
+    """Walk the beads' sequences, generated atoms feeding later environments.
+    -> (Batch, true rel (S, 3), initial-pass flag (S,))."""
     recipe = data.recipe
     ref = data.aa[frame]
     centres, box = data.cg[frame], data.box[frame]
     state = build_state(recipe, grid, centres, box, positions=ref)
     seq = torch.from_numpy(recipe.bead_seq)
     angles = torch.rand(len(beads), generator=rng) * (2 * math.pi)
-    batches, reals = [], []
+    batches, reals, modes = [], [], []
     for k in range(recipe.n_steps):
         sel = seq[beads, k] >= 0
         if not bool(sel.any()):
@@ -85,7 +86,8 @@ def recurrent_samples(gen, data: SystemData, frame: int, beads: torch.Tensor, in
         state.positions[atoms] = centres[b] + rel
         batches.append(batch)
         reals.append(minimum_image(ref[atoms] - centres[b], box))
-    return cat_batches(batches), torch.cat(reals)
+        modes.append(initial[sel])
+    return cat_batches(batches), torch.cat(reals), torch.cat(modes)
 
 
 def gradient_penalty(critic, cond, atom_type, real, fake, rng):
@@ -199,13 +201,13 @@ class Trainer:
         beads = torch.randperm(nb, generator=self.rng)[:min(cfg.beads_per_batch, nb)]
         initial = torch.rand(len(beads), generator=self.rng) >= cfg.gibbs_fraction
         self.gen.eval()
-        batch, real_rel = recurrent_samples(self.gen, data, f, beads, initial, self.grid, self.rng)
+        batch, real_rel, initial = recurrent_samples(self.gen, data, f, beads, initial, self.grid, self.rng)
         self.gen.train()
-        return batch, real_rel
+        return batch, real_rel, initial
 
     def train_step(self) -> dict:
         cfg = self.cfg.train
-        batch, real_rel = self.sample_batch()
+        batch, real_rel, initial = self.sample_batch()
         cond, at = batch.grid, batch.atom_type
         real = density_of(batch.to_local(real_rel), self.grid)
         S = cond.shape[0]
@@ -227,15 +229,27 @@ class Trainer:
         fake_rel = batch.to_rel(collapse(fake, self.grid))
         ramp = prior_weight(self.cfg, self.step)
         loss_p, energies = prior_loss(self.cfg, batch, fake_rel, real_rel, ramp)
-        loss_g = loss_w + loss_p
+        # reconstruction warm-up on Gibbs-sweep samples, whose conditional distribution is narrow (all other
+        # atoms present): it gets a CPU-sized training budget to the right neighbourhood quickly; the
+        # adversarial and prior terms shape the distribution. Off when reconstruction_weight = 0.
+        rec_w = self.reconstruction_weight()
+        gibbs = ~initial
+        loss_rec = ((fake_rel - real_rel) ** 2).sum(-1)[gibbs].mean() if bool(gibbs.any()) else fake_rel.sum() * 0
+        loss_g = loss_w + loss_p + rec_w * loss_rec
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         self.step += 1
         dev = float((fake_rel.detach() - real_rel).norm(dim=-1).mean())
-        return {"step": self.step, "samples": S, "w_dist": float(w_dist.detach()), "gp": float(gp.detach()),
+        return {"step": self.step, "samples": S, "rec_rms_nm": float(loss_rec.detach().sqrt()), "w_dist": float(w_dist.detach()), "gp": float(gp.detach()),
                 "loss_g": float(loss_g.detach()), "loss_prior": float(loss_p.detach()), "prior_ramp": ramp,
                 "mean_dev_nm": dev, **{f"e_{k}": v for k, v in energies.items()}}
+
+    def reconstruction_weight(self) -> float:
+        t = self.cfg.train
+        if t.reconstruction_weight <= 0 or self.step >= t.reconstruction_steps:
+            return 0.0
+        return t.reconstruction_weight * (1.0 - self.step / max(1, t.reconstruction_steps))
 
     # -- validation ----------------------------------------------------------------------------------
     @torch.no_grad()
