@@ -3,8 +3,9 @@
 For one sPS frame of the shared 568 K training set (CG frame k, its all-atom reference frame k) the starts
 are relaxed with ``gmx_dbm.relax`` (steepest descent to Fmax < emtol, then heavy-atom-restrained NVT MD):
 
-- ``deepBackmap (model)``: this project's model on CG frame k (``--model``; default
-  /tmp/sps_latest.safetensors, else runs/smoke/model.safetensors; ``--no-model`` skips it);
+- ``deepBackmap (model)``: this project's model on CG frame k (``--model PATH`` overrides; default: the
+  shipped sPS model, gmx_dbm/data/models/sps.safetensors, the one ``gmx_dbm backmap`` picks for
+  topologies/sps.top; ``--no-model`` skips it);
 - ``deepBackmap (published)``: frame k of the published deepBackmap output (t568_train/deepbackmap.xtc);
 - ``classical random``: every atom placed uniformly at random within ``--radius`` nm of its bead centre.
 
@@ -84,7 +85,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frame", type=int, default=0)
     ap.add_argument("--set", default="t568_train", help="shared sPS set (t568_train or t453)")
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default=None, help="a .safetensors model (default: the shipped sps model)")
     ap.add_argument("--no-model", action="store_true")
     ap.add_argument("--start", default=None, help="an already backmapped frame instead of running --model")
     ap.add_argument("--start-label", default="deepBackmap (given)")
@@ -118,13 +119,13 @@ def main(argv=None):
     if args.start:
         starts[args.start_label] = nth(args.start, 0, n).positions
     elif not args.no_model:
-        model = args.model
-        if model is None:
-            model = "/tmp/sps_latest.safetensors"
-            if not Path(model).is_file():
-                model = str(ROOT / "runs" / "smoke" / "model.safetensors")
+        from gmx_dbm.backmap import shipped_model_path
+        model = args.model or str(shipped_model_path("sps"))
+        if not Path(model).is_file():
+            sys.exit(f"bench_relax: model {model} not found (the shipped sps model is package data: "
+                     "gmx_dbm/data/models/sps.safetensors); pass --model PATH or --no-model")
         local = base / "model.safetensors"
-        local.write_bytes(Path(model).read_bytes())  # the training run replaces its file every few minutes
+        local.write_bytes(Path(model).read_bytes())  # a training run may replace its file while we read it
         from gmx_dbm.backmap import backmap
         cg_file = base / "cg_frame.gro"
         with open_writer(cg_file, AtomInfo(mflat.bead_names, np.array(["CG"] * mflat.n_beads),

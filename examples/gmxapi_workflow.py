@@ -1,7 +1,11 @@
 """A gmxapi workflow: backmap a CG frame with gmx_dbm, then energy minimisation and position-restrained
 MD with gmxapi's own operations (commandline_operation for grompp, read_tpr, modify_input, mdrun).
 
-    .venv/bin/python examples/gmxapi_workflow.py --model runs/smoke/model.safetensors --workdir /tmp/wf
+    .venv/bin/python examples/gmxapi_workflow.py --workdir /tmp/wf
+    .venv/bin/python examples/gmxapi_workflow.py --model my_model.safetensors --workdir /tmp/wf
+
+Without ``--model`` the backmap uses the model shipped with the package that fits the topology
+(gmx_dbm/data/models/sps.safetensors for the default sPS inputs), as ``gmx_dbm backmap`` does.
 
 ``gmx_dbm.relax.backmap_step`` is a gmxapi operation: its outputs (file paths) feed grompp directly.
 gmxapi creates its operation folders in the current directory, so the script works inside --workdir
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import gmxapi
 
+from gmx_dbm.backmap import SHIPPED_MODELS
 from gmx_dbm.gromacs import find_gmx
 from gmx_dbm.relax import backmap_step, output_file
 
@@ -36,7 +41,9 @@ def main(argv=None):
     ap.add_argument("--cg", default=str(ROOT / "examples" / "sps" / "cg.gro"))
     ap.add_argument("--topology", default=str(ROOT / "topologies" / "sps.top"))
     ap.add_argument("--mapping", default=str(ROOT / "mappings" / "sps.map"))
-    ap.add_argument("--model", default=None, help="a .safetensors model (default: the shipped one that fits)")
+    ap.add_argument("--model", default=None,
+                    help="a .safetensors model or a shipped model name (sps, transfer); default: the shipped "
+                         "model that fits the topology (sps for the default inputs)")
     ap.add_argument("--gibbs", type=int, default=4)
     ap.add_argument("--steps-em", type=int, default=5000)
     ap.add_argument("--md-ps", type=float, default=10.0)
@@ -44,7 +51,8 @@ def main(argv=None):
     ap.add_argument("--workdir", default="gmxapi_workflow")
     args = ap.parse_args(argv)
     cg, top, mapping = (str(Path(p).resolve()) for p in (args.cg, args.topology, args.mapping))
-    model = str(Path(args.model).resolve()) if args.model else None
+    # a shipped name stays a name (the backmap runs in --workdir: a relative path is made absolute first)
+    model = args.model if not args.model or args.model in SHIPPED_MODELS else str(Path(args.model).resolve())
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=False)
     os.chdir(work)

@@ -100,6 +100,17 @@ def test_fallback_without_gmxapi(gmx, backmapped, tmp_path):
     assert list((tmp_path / "work").rglob("md.log"))
 
 
+def _require_shipped_sps_model() -> Path:
+    """The model `gmx_dbm backmap` picks by default for topologies/sps.top: gmx_dbm/data/models/sps.safetensors
+    (package data, in a fresh clone too; runs/ is not)."""
+    from gmx_dbm.backmap import shipped_model_path
+    path = shipped_model_path("sps")
+    if not path.is_file():
+        pytest.skip(f"the shipped sPS model is not installed ({path} missing): the package data "
+                    "gmx_dbm/data/models/sps.safetensors is needed to backmap without --model")
+    return path
+
+
 def _small_sps(tmp_path):
     """2 of the 36 sPS chains in the example frame's box (324 atoms): the backmap inside the workflow
     example then takes seconds, not minutes."""
@@ -120,13 +131,12 @@ def _small_sps(tmp_path):
 def test_workflow_example(gmx, tmp_path):
     if not _gmxapi_ok():
         pytest.skip("gmxapi (with its compiled extension) is not importable here")
-    model = ROOT / "runs" / "smoke" / "model.safetensors"
-    if not model.is_file():
-        pytest.skip("runs/smoke/model.safetensors missing: cd examples/smoke && gmx_dbm train config.toml")
+    _require_shipped_sps_model()
     cg, top = _small_sps(tmp_path)
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "gmxapi_workflow.py"), "--model", str(model),
-                           "--cg", str(cg), "--topology", str(top), "--gibbs", "1", "--steps-em", "300",
-                           "--md-ps", "0.2", "--workdir", str(tmp_path / "wf")],
+    # no --model: the example backmaps with the shipped model that fits (sps)
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "gmxapi_workflow.py"), "--cg", str(cg),
+                           "--topology", str(top), "--gibbs", "1", "--steps-em", "300", "--md-ps", "0.2",
+                           "--workdir", str(tmp_path / "wf")],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     final = proc.stdout.strip().splitlines()[-1].split(":", 1)[1].strip()
@@ -135,14 +145,13 @@ def test_workflow_example(gmx, tmp_path):
 
 
 def test_backmap_relax_command(gmx, tmp_path):
-    """`gmx_dbm backmap ... --relax` end to end (small system, smoke model, either engine)."""
-    model = ROOT / "runs" / "smoke" / "model.safetensors"
-    if not model.is_file():
-        pytest.skip("runs/smoke/model.safetensors missing: cd examples/smoke && gmx_dbm train config.toml")
+    """`gmx_dbm backmap ... --relax` end to end (small system, the shipped sps model picked by default since
+    --model is not given, either engine)."""
+    _require_shipped_sps_model()
     cg, top = _small_sps(tmp_path)
     code = main(["backmap", "-c", str(cg), "-p", str(top), "-m", str(ROOT / "mappings" / "sps.map"),
-                 "--model", str(model), "--gibbs", "1", "-o", str(tmp_path / "out.gro"), "--relax",
-                 "--steps-em", "300", "--md-ps", "0.1", "--workdir", str(tmp_path / "work")])
+                 "--gibbs", "1", "-o", str(tmp_path / "out.gro"), "--relax", "--steps-em", "300", "--md-ps", "0.1",
+                 "--workdir", str(tmp_path / "work")])
     assert code == 0
     assert read_frame(tmp_path / "out.gro").n_atoms == 324
     assert (tmp_path / "work" / "backmapped.gro").is_file()
