@@ -28,31 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TINY_CONFIG = """\
-name = "bench-memory"
-output = "{output}"
-seed = 1
-[[data]]
-aa = "{aa}"
-cg = "{cg}"
-topology = "{top}"
-mapping = "{map}"
-frames = "0:2"
-[grid]
-resolution = {resolution}
-[model]
-g_width = 4
-g_blocks = 1
-c_width = 4
-c_blocks = 1
-[train]
-steps = 2
-beads_per_batch = 4
-critic_steps = 1
-checkpoint_every = 2
-validate_every = 1000
-threads = 1
-"""
+sys.path.insert(0, str(ROOT / "tests"))  # tests/toy.py: the tiny-model training config of the tests
+from toy import map_toy_cg, toy_config  # noqa: E402
 
 
 def _proc_status_kib(key: str) -> float:
@@ -101,12 +78,10 @@ def child(args) -> None:
 
 def make_inputs(args, work: Path):
     """-> (model, CG frame .gro, topology, mapping, atoms per frame)."""
-    from gmx_dbm.cli import main as cli
     if args.system == "toy":
         data = ROOT / "tests" / "data"
         top, mp = data / "toy.top", data / "toy.map"
-        cg = work / "toy_cg.gro"
-        assert cli(["-q", "map", "-f", str(data / "toy.gro"), "-p", str(top), "-m", str(mp), "-o", str(cg)]) == 0
+        cg = map_toy_cg(work / "toy_cg.gro")
         aa_train, cg_train = data / "toy.gro", cg
     elif args.system == "sps":
         shared = Path(os.environ.get("GMX_DBM_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -120,9 +95,8 @@ def make_inputs(args, work: Path):
         return Path(args.model), Path(args.cg), Path(args.top), Path(args.map)
     if args.model:
         return Path(args.model), cg, top, mp
-    cfg = work / "tiny.toml"
-    cfg.write_text(TINY_CONFIG.format(output=work / "run", aa=aa_train, cg=cg_train, top=top, map=mp,
-                                      resolution=args.resolution))
+    cfg = toy_config(work / "tiny.toml", work / "run", cg_train, name="bench-memory", aa=aa_train, top=top, map=mp,
+                     frames="0:2", resolution=args.resolution, steps=2, checkpoint_every=2, log_every=None)
     from gmx_dbm.train.loop import train
     return train(cfg, progress=False), cg, top, mp
 

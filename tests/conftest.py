@@ -40,3 +40,21 @@ def gmx() -> str:
         pytest.skip(f"GROMACS not found (no {GMX_PREFIX}/bin/gmx, no gmx on PATH); "
                     "run scripts/install_gromacs.sh")
     return exe
+
+
+@pytest.fixture(scope="module")
+def restore_torch_threads():
+    """Training configs (``threads = 1``) and ``--threads`` set torch's global thread count: leave it as
+    this module found it. Modules that train or backmap use it with
+    ``pytestmark = pytest.mark.usefixtures("restore_torch_threads")``."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def toy_cg(tmp_path_factory) -> Path:
+    """tests/data/toy.gro mapped to CG (read-only: tests write next to it, never into it)."""
+    from toy import map_toy_cg
+    return map_toy_cg(tmp_path_factory.mktemp("toy_cg") / "toy_cg.gro")

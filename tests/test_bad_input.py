@@ -27,71 +27,22 @@ torch = pytest.importorskip("torch")
 
 from gmx_dbm.cli import main  # noqa: E402
 from gmx_dbm.errors import GmxDbmError  # noqa: E402
+from toy import build_toy_model, toy_config  # noqa: E402  (tests/toy.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD = ROOT / "tests" / "bad_inputs"
 DATA = ROOT / "tests" / "data"
 
-TOY_CONFIG = """\
-name = "toy"
-output = "{output}"
-seed = {seed}
-{extra_top}
-[[data]]
-aa = "{aa}"
-cg = "{cg}"
-topology = "{top}"
-mapping = "{map}"
-
-[grid]
-resolution = 4
-
-[model]
-g_width = 4
-g_blocks = 1
-c_width = 4
-c_blocks = 1
-
-[train]
-steps = {steps}
-beads_per_batch = 4
-critic_steps = 1
-checkpoint_every = {checkpoint_every}
-validate_every = 1000
-log_every = 1
-threads = 1
-{extra_train}
-"""
-
-
-def toy_config(path, output, cg, *, aa=DATA / "toy.gro", top=DATA / "toy.top", map=DATA / "toy.map",
-               steps=6, checkpoint_every=3, seed=1, extra_top="", extra_train="") -> Path:
-    Path(path).write_text(TOY_CONFIG.format(output=output, seed=seed, aa=aa, cg=cg, top=top, map=map,
-                                            steps=steps, checkpoint_every=checkpoint_every,
-                                            extra_top=extra_top, extra_train=extra_train))
-    return Path(path)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_threads():
-    # the train config and --threads set torch's global thread count; leave it as we found it
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """A tiny toy model, its training checkpoint, the toy CG frame and the binary bad inputs."""
     from gmx_dbm.io import AtomInfo, Frame, open_writer, read_frame
-    from gmx_dbm.train.loop import train
 
-    d = tmp_path_factory.mktemp("toy_model")
-    cg = d / "toy_cg.gro"
-    assert main(["-q", "map", "-f", str(DATA / "toy.gro"), "-p", str(DATA / "toy.top"),
-                 "-m", str(DATA / "toy.map"), "-o", str(cg)]) == 0
-    cfg = toy_config(d / "toy.toml", d / "run", cg)
-    model = train(cfg, progress=False)
+    built = build_toy_model(tmp_path_factory.mktemp("toy_model"))
+    d, cg, model, cfg = built["dir"], built["cg"], built["model"], built["config"]
     gen = d / "generated"
     gen.mkdir()
     fr = read_frame(cg)

@@ -28,69 +28,21 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gmx_dbm.cli import main  # noqa: E402
+from toy import toy_config, train_config  # noqa: E402  (tests/toy.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 
-CONFIG = """\
-name = "{name}"
-output = "{output}"
-seed = {seed}
-constraints = "{constraints}"
-[[data]]
-aa = "{aa}"
-cg = "{cg}"
-topology = "{top}"
-mapping = "{map}"
-frames = "{frames}"
-[grid]
-resolution = 4
-[model]
-g_width = 4
-g_blocks = 1
-c_width = 4
-c_blocks = 1
-[train]
-steps = {steps}
-beads_per_batch = 4
-critic_steps = 1
-checkpoint_every = {checkpoint_every}
-validate_every = 1000
-log_every = 1
-threads = 1
-"""
-
-
-def write_config(path, **kw) -> Path:
-    opts = dict(name="tiny", seed=1, constraints="none", frames=":", steps=6, checkpoint_every=3)
-    opts.update(kw)
-    Path(path).write_text(CONFIG.format(**opts))
-    return Path(path)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 def _env():
     return dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def toy_cg(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("toy_cg")
-    cg = d / "toy_cg.gro"
-    assert main(["-q", "map", "-f", str(DATA / "toy.gro"), "-p", str(DATA / "toy.top"),
-                 "-m", str(DATA / "toy.map"), "-o", str(cg)]) == 0
-    return cg
-
-
 def _toy_config(path, output, cg, **kw):
-    return write_config(path, output=output, aa=DATA / "toy.gro", cg=cg, top=DATA / "toy.top",
-                        map=DATA / "toy.map", **kw)
+    """The toy config as this module always wrote it: frames ":", constraints "none"."""
+    return toy_config(path, output, cg, name="tiny", frames=":", constraints="none", **kw)
 
 
 # ---------------------------------------------------------------------------------------------- backmap
@@ -121,22 +73,17 @@ def _check_reproducible(tmp_path, cg, top, mp, model):
 
 
 def test_backmap_reproducible_toy(toy_cg, tmp_path):
-    model = _train_in_process(_toy_config(tmp_path / "toy.toml", tmp_path / "run", toy_cg))
+    model = train_config(_toy_config(tmp_path / "toy.toml", tmp_path / "run", toy_cg))
     _check_reproducible(tmp_path, toy_cg, DATA / "toy.top", DATA / "toy.map", model)
-
-
-def _train_in_process(cfg) -> Path:
-    from gmx_dbm.train.loop import train
-    return train(cfg, progress=False)
 
 
 def test_backmap_reproducible_sps(shared_data, tmp_path):
     """examples/sps/cg.gro with a tiny model (2 steps on 2 frames of the shared sPS training data)."""
     src = shared_data / "sps" / "t568_train"
-    cfg = write_config(tmp_path / "sps.toml", name="sps-tiny", output=tmp_path / "run", aa=src / "aa.xtc",
-                       cg=src / "cg.xtc", top=ROOT / "topologies" / "sps.top", map=ROOT / "mappings" / "sps.map",
-                       frames="0:2", steps=2, checkpoint_every=2, constraints="all-bonds")
-    model = _train_in_process(cfg)
+    cfg = toy_config(tmp_path / "sps.toml", tmp_path / "run", src / "cg.xtc", name="sps-tiny", aa=src / "aa.xtc",
+                     top=ROOT / "topologies" / "sps.top", map=ROOT / "mappings" / "sps.map", frames="0:2",
+                     steps=2, checkpoint_every=2, constraints="all-bonds")
+    model = train_config(cfg)
     _check_reproducible(tmp_path, ROOT / "examples" / "sps" / "cg.gro", ROOT / "topologies" / "sps.top",
                         ROOT / "mappings" / "sps.map", model)
 
@@ -165,7 +112,7 @@ def test_train_sigkill_then_resume_gives_same_weights(toy_cg, tmp_path):
     # reference: uninterrupted
     ref_cfg = _toy_config(tmp_path / "ref.toml", tmp_path / "ref", toy_cg, steps=STEPS,
                           checkpoint_every=CHECKPOINT_EVERY, seed=11)
-    ref_model = _train_in_process(ref_cfg)
+    ref_model = train_config(ref_cfg)
 
     # the same config into another folder, killed at a random step after the first checkpoint
     cfg = _toy_config(tmp_path / "run.toml", tmp_path / "run", toy_cg, steps=STEPS,

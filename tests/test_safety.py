@@ -22,36 +22,13 @@ torch = pytest.importorskip("torch")
 from gmx_dbm.cli import main  # noqa: E402
 from gmx_dbm.errors import ModelFileError  # noqa: E402
 from gmx_dbm.model.checkpoint import load_checkpoint, load_model  # noqa: E402
+from toy import build_toy_model  # noqa: E402  (tests/toy.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 BAD = ROOT / "tests" / "bad_inputs"
 
-TOY_CONFIG = """\
-name = "toy"
-output = "{output}"
-seed = 1
-[[data]]
-aa = "{aa}"
-cg = "{cg}"
-topology = "{top}"
-mapping = "{map}"
-[grid]
-resolution = 4
-[model]
-g_width = 4
-g_blocks = 1
-c_width = 4
-c_blocks = 1
-[train]
-steps = 3
-beads_per_batch = 4
-critic_steps = 1
-checkpoint_every = 3
-validate_every = 1000
-log_every = 1
-threads = 1
-"""
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 class _Payload:
@@ -71,25 +48,10 @@ def craft_checkpoint(path, marker) -> Path:
     return Path(path)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from gmx_dbm.train.loop import train
-    d = tmp_path_factory.mktemp("toy_safety")
-    cg = d / "toy_cg.gro"
-    assert main(["-q", "map", "-f", str(DATA / "toy.gro"), "-p", str(DATA / "toy.top"),
-                 "-m", str(DATA / "toy.map"), "-o", str(cg)]) == 0
-    cfg = d / "toy.toml"
-    cfg.write_text(TOY_CONFIG.format(output=d / "run", aa=DATA / "toy.gro", cg=cg, top=DATA / "toy.top",
-                                     map=DATA / "toy.map"))
-    model = train(cfg, progress=False)
-    return {"dir": d, "cg": cg, "model": model, "config": cfg}
+    """The toy model (3 training steps), its CG frame and config: {"dir", "cg", "model", "config"}."""
+    return build_toy_model(tmp_path_factory.mktemp("toy_safety"), steps=3, checkpoint_every=3)
 
 
 # ------------------------------------------------------------------------------- code in checkpoints
