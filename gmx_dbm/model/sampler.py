@@ -29,13 +29,15 @@ def _sample_from_density(dens: torch.Tensor, u: torch.Tensor, jitter: torch.Tens
 
 def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Tensor,
           initial, rng: torch.Generator, orientations: int = 1, chunk: int = 4096,
-          temperature: float = 0.0, proposals: int = 1):
+          temperature: float = 0.0, proposals: int = 1, local_step: float = 0.02):
     """Generate positions for ``atoms`` (S,) given ``state``; returns bead-centred positions (S, 3).
 
     Candidates per atom: ``orientations`` generator draws (random rotation about the bead axis and fresh
     noise), each collapsed to its mean (paper eq. 7) and, with ``proposals`` > 1, ``proposals`` - 1 more
     points drawn from the generated density; where the atom is already placed (Gibbs sweeps) its current
-    position is a candidate too. With one candidate that is the result (the paper's sampler). Otherwise
+    position is a candidate too, and half of the drawn points are replaced by local moves: the current
+    position plus Gaussian steps of ``local_step`` nm (a Metropolis-like refinement the broad densities of a
+    small model cannot provide). With one candidate that is the result (the paper's sampler). Otherwise
     ``temperature`` 0 keeps the lowest-energy candidate (the paper's ensemble choice), T > 0 draws one with
     Boltzmann weights exp(-E / k T); E = the atom's bonded + LJ energy with the atoms present. All random
     numbers are drawn up front from ``rng``, so chunking does not change the result.
@@ -50,6 +52,8 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
     noise = torch.randn(S * K, generator.noise_dim, generator=rng)
     u = torch.rand(S * K, P - 1, generator=rng)
     jitter = torch.rand(S * K, P - 1, 3, generator=rng) - 0.5
+    kicks = torch.randn(S * K, P - 1, 3, generator=rng) * local_step
+    n_local = (P - 1) // 2 if local_step > 0 else 0
     current = state.placed[atoms]
     with_current = bool(current.any()) and (K * P > 1)
     rel_out = torch.empty(S * K, P, 3)
@@ -64,6 +68,12 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
         if P > 1:
             local = torch.cat([local, _sample_from_density(dens, u[sl], jitter[sl], grid)], 1)
         rel = torch.einsum("sji,spj->spi", batch.frames, local)
+        if n_local and with_current:
+            rows = atoms_rep[sl]
+            here = state.placed[rows]
+            cur = minimum_image(state.positions[rows] - state.centres[batch.beads], state.box)
+            moved = cur[:, None, :] + kicks[sl, :n_local]
+            rel[:, P - n_local:] = torch.where(here[:, None, None], moved, rel[:, P - n_local:])
         rel_out[sl] = rel
         if K * P > 1:
             for p in range(P):
@@ -105,7 +115,7 @@ def _rows(batch, n: int):
 @torch.no_grad()
 def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng: torch.Generator,
                    gibbs: int = 4, orientations: int = 1, chunk: int = 4096, progress=None,
-                   temperature: float = 0.0, proposals: int = 1):
+                   temperature: float = 0.0, proposals: int = 1, local_step: float = 0.02):
     """Fill ``state`` with generated positions: one initial pass then ``gibbs`` sweeps.
 
     At each step k every bead places its k-th atom at once; in the initial pass the environment holds
@@ -122,7 +132,7 @@ def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState,
             atoms = seq[:, k]
             atoms = atoms[atoms >= 0]
             rel = place(generator, recipe, grid, state, atoms, initial, rng, orientations, chunk, temperature,
-                        proposals)
+                        proposals, local_step)
             state.positions[atoms] = state.centres[beads_of[atoms]] + rel
             state.placed[atoms] = True
             if progress is not None:
