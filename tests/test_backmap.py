@@ -1,0 +1,98 @@
+"""The backmapping engine and command with the shipped models (issue 4)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gmx_dbm.backmap import backmap, resolve_model, shipped_model_path
+from gmx_dbm.cli import main
+from gmx_dbm.errors import ModelFileError
+from gmx_dbm.geometry import minimum_image
+from gmx_dbm.io import AtomInfo, open_writer, read_frame, read_frames
+from gmx_dbm.io.topology import read_topology
+from gmx_dbm.mapping import read_mapping
+
+
+@pytest.fixture(scope="module")
+def shipped(root):
+    for name in ("sps", "transfer"):
+        if not shipped_model_path(name).is_file():
+            pytest.skip(f"shipped model {name} not installed in gmx_dbm/data/models")
+    return root
+
+
+def test_example_backmaps_every_atom_in_topology_order(shipped, tmp_path):
+    root = shipped
+    out = tmp_path / "aa.gro"
+    assert main(["-q", "backmap", "-c", str(root / "examples/sps/cg.gro"), "-p", str(root / "topologies/sps.top"),
+                 "-m", str(root / "mappings/sps.map"), "-o", str(out), "--gibbs", "0", "--no-quality"]) == 0
+    system = read_topology(root / "topologies/sps.top")
+    flat = system.flat()
+    cg = read_frame(root / "examples/sps/cg.gro")
+    fr = read_frame(out)
+    assert fr.n_atoms == flat.n_atoms == 5832
+    assert list(fr.atoms.names) == list(flat.names)
+    assert list(fr.atoms.resnames) == list(flat.resnames)
+    assert np.allclose(fr.box, cg.box, atol=1e-5)
+    # wrapped into the box as GROMACS does for triclinic boxes (the brick 0 <= x_d < box_dd)
+    diag = np.diag(fr.box)
+    assert fr.positions.min() >= -1e-3 and np.all(fr.positions.max(0) <= diag + 1e-3)
+    # all bonds constrained (the model card's default) to the topology's lengths
+    idx, par = flat.bonded["bonds"][1]
+    d = np.linalg.norm(minimum_image(fr.positions[idx[:, 1]] - fr.positions[idx[:, 0]], fr.box), axis=1)
+    assert np.abs(d - par[:, 0]).max() < 2e-3
+    # every atom stays near its bead
+    mapping = read_mapping([root / "mappings/sps.map"], system).flat()
+    near = np.linalg.norm(minimum_image(fr.positions - cg.positions[mapping.atom_bead], fr.box), axis=1)
+    assert near.max() < 0.6
+
+
+def test_trajectory_streams_all_frames_to_pdb_and_xtc(shipped, tmp_path):
+    root = shipped
+    cg = read_frame(root / "examples/sps/cg.gro")
+    traj = tmp_path / "cg.xtc"
+    with open_writer(traj, AtomInfo(cg.atoms.names, cg.atoms.resnames, cg.atoms.resids)) as w:
+        for k in range(2):
+            cg.time = float(k)
+            w.write(cg)
+    for ext in ("xtc", "pdb"):
+        out = tmp_path / f"aa.{ext}"
+        summary = backmap(traj, root / "topologies/sps.top", [root / "mappings/sps.map"], out, gibbs=0,
+                          progress=False, quality=False)
+        frames = list(read_frames(out))
+        assert summary["frames"] == 2 and len(frames) == 2
+        assert all(f.n_atoms == 5832 for f in frames)
+
+
+def test_default_model_follows_the_topology(shipped):
+    root = shipped
+    sps = read_topology(root / "topologies/sps.top")
+    assert resolve_model(None, sps, read_mapping([root / "mappings/sps.map"], sps).flat()).stem == "sps"
+    # the chemically specific model does not fit octane; the transferred one does
+    octane = read_topology(root / "topologies/octane.top")
+    assert resolve_model(None, octane, read_mapping([root / "mappings/octane.map"], octane).flat()).stem == "transfer"
+
+
+def test_no_fitting_model_is_a_clear_error(shipped, tmp_path):
+    root = shipped
+    toy = read_topology(root / "tests/data/toy.top")
+    # bead types no shipped model knows
+    text = (root / "tests/data/toy.map").read_text().replace(" A\n", " Q\n").replace(" B\n", " R\n")
+    (tmp_path / "toy.map").write_text(text)
+    mflat = read_mapping([tmp_path / "toy.map"], toy).flat()
+    assert set(map(str, mflat.bead_types)) == {"Q", "R"}
+    with pytest.raises(ModelFileError, match="no shipped model fits"):
+        resolve_model(None, toy, mflat)
+    with pytest.raises(ModelFileError, match="unknown model"):
+        resolve_model("nonsense", toy, mflat)
+
+
+def test_proposals_and_selection_are_deterministic(shipped, tmp_path):
+    root = shipped
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"p{k}.gro"
+        backmap(root / "examples/sps/cg.gro", root / "topologies/sps.top", [root / "mappings/sps.map"], out,
+                gibbs=1, proposals=4, select_temperature=453.0, seed=5, progress=False, quality=False)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
