@@ -10,6 +10,8 @@ def add_arguments(p):
                    help="continue from the last checkpoint in the config's output folder")
     p.add_argument("--max-steps", type=int, default=None,
                    help="stop after this many steps in total (checkpointed; resume later)")
+    p.add_argument("-o", "--output", default=None, metavar="DIR",
+                   help="output folder (checkpoints, log, model); default: the config's `output`")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -17,6 +19,7 @@ def run(args) -> int:
     import logging
 
     from ..train.loop import train
-    path = train(args.config, resume=args.resume, max_steps=args.max_steps, progress=not args.no_progress)
+    path = train(args.config, resume=args.resume, max_steps=args.max_steps, progress=not args.no_progress,
+                 output=args.output)
     logging.getLogger("gmx_dbm").info("model written to %s", path)
     return 0

@@ -336,9 +336,13 @@ class Trainer:
         return self.export()
 
 
-def train(config_path, resume: bool = False, max_steps: int | None = None, progress: bool = True) -> Path:
+def train(config_path, resume: bool = False, max_steps: int | None = None, progress: bool = True,
+          output=None) -> Path:
+    """Train from a config file; ``output`` overrides the config's output folder. Returns the model path."""
     from .config import resolve_config
     cfg = resolve_config(config_path)
+    if output is not None:
+        cfg.output = os.path.abspath(output)
     trainer = Trainer(cfg)
     if resume:
         if (trainer.out / "last.pt").exists():
