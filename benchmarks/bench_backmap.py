@@ -53,7 +53,8 @@ def one(args):
         cg, top = replicate(args.one, tmp)
         t = time.perf_counter()
         s = backmap(cg, top, [ROOT / "mappings" / "sps.map"], tmp / "out.gro", model=args.model,
-                    gibbs=args.gibbs, orientations=args.orientations, seed=0, progress=False)
+                    gibbs=args.gibbs, orientations=args.orientations, seed=0, progress=False,
+                    proposals=args.proposals, quality=False)
         s["seconds"] = time.perf_counter() - t
         s["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(s))
@@ -64,6 +65,7 @@ def main():
     ap.add_argument("--model", default=None)
     ap.add_argument("--gibbs", type=int, default=4)
     ap.add_argument("--orientations", type=int, default=1)
+    ap.add_argument("--proposals", type=int, default=1)
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
@@ -71,11 +73,13 @@ def main():
     if args.one:
         return one(args)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"gibbs {args.gibbs}, orientations {args.orientations}, model {args.model or 'default'}")
+          f"gibbs {args.gibbs}, orientations {args.orientations}, proposals {args.proposals}, "
+          f"model {args.model or 'default'}")
     print(f"{'atoms':>8} {'seconds':>9} {'atoms/s':>9} {'peak RSS MB':>12}")
     for n in args.replicas:
         cmd = [sys.executable, __file__, "--one", str(n), "--gibbs", str(args.gibbs),
-               "--orientations", str(args.orientations), "--threads", str(args.threads)]
+               "--orientations", str(args.orientations), "--threads", str(args.threads),
+               "--proposals", str(args.proposals)]
         if args.model:
             cmd += ["--model", args.model]
         out = subprocess.run(cmd, capture_output=True, text=True)

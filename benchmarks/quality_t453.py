@@ -3,7 +3,7 @@ score them against the all-atom reference (pooled over all 78 reference frames) 
 deepBackmap output and the classical baseline, with METHOD.md's definitions.
 
 Usage: python benchmarks/quality_t453.py --model sps --frames 8 [--gibbs 4] [--orientations 1]
-       [--select-temperature 0] [--compare]   (--compare also scores the published and baseline outputs)
+       [--proposals P] [--select-temperature 0] [--compare]   (--compare also scores the published and baseline outputs)
 Prints the evaluate table and the backmapping time per frame.
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--gibbs", type=int, default=4)
     ap.add_argument("--orientations", type=int, default=1)
     ap.add_argument("--select-temperature", type=float, default=None)
+    ap.add_argument("--proposals", type=int, default=1)
     ap.add_argument("--constraints", default="auto")
     ap.add_argument("--compare", action="store_true", help="also score deepbackmap.xtc and baseline.xtc")
     ap.add_argument("--out", default=None, help="keep the backmapped trajectory here")
@@ -47,12 +48,13 @@ def main():
         s = backmap(t453 / "cg.xtc", ROOT / "topologies" / "sps.top", [ROOT / "mappings" / "sps.map"], out,
                     model=args.model, gibbs=args.gibbs, orientations=args.orientations, seed=0,
                     constraints=args.constraints, progress=False, frames=pick,
-                    select_temperature=args.select_temperature)
+                    select_temperature=args.select_temperature, proposals=args.proposals, quality=False)
         dt = time.perf_counter() - t
         cands = [out] + ([t453 / "deepbackmap.xtc", t453 / "baseline.xtc"] if args.compare else [])
         res = evaluate(t453 / "aa.xtc", cands, ROOT / "topologies" / "sps.top", plots=False, json_path=args.json)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print(f"model {args.model}: {s['frames']} frames, gibbs {args.gibbs}, orientations {args.orientations}, "
+          f"proposals {args.proposals}, "
           f"{dt / max(1, s['frames']):.1f} s/frame ({s['atoms_per_s']:.0f} atoms/s)")
     print(format_table(res))
 
