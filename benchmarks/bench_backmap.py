@@ -63,9 +63,9 @@ def one(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--gibbs", type=int, default=4)
-    ap.add_argument("--orientations", type=int, default=1)
-    ap.add_argument("--proposals", type=int, default=1)
+    ap.add_argument("--gibbs", type=int, default=None)
+    ap.add_argument("--orientations", type=int, default=None)
+    ap.add_argument("--proposals", type=int, default=None)
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
@@ -77,9 +77,10 @@ def main():
           f"model {args.model or 'default'}")
     print(f"{'atoms':>8} {'seconds':>9} {'atoms/s':>9} {'peak RSS MB':>12}")
     for n in args.replicas:
-        cmd = [sys.executable, __file__, "--one", str(n), "--gibbs", str(args.gibbs),
-               "--orientations", str(args.orientations), "--threads", str(args.threads),
-               "--proposals", str(args.proposals)]
+        cmd = [sys.executable, __file__, "--one", str(n), "--threads", str(args.threads)]
+        for opt in ("gibbs", "orientations", "proposals"):
+            if getattr(args, opt) is not None:
+                cmd += [f"--{opt}", str(getattr(args, opt))]
         if args.model:
             cmd += ["--model", args.model]
         out = subprocess.run(cmd, capture_output=True, text=True)

@@ -25,12 +25,16 @@ from .mapping import read_mapping
 from .model.checkpoint import load_model, read_model_meta
 from .model.features import build_state
 from .model.recipe import FeatureSpec, Recipe
-from .model.sampler import constrain_bonds, generate_frame
+from .model.sampler import constrain_bonds, generate_frame, sweep_pass
 from .voxel import GridSpec
 
 log = logging.getLogger(__name__)
 
 SHIPPED_MODELS = ("sps", "transfer")
+# bond energies weigh this much more in the choice among candidates when bonds are constrained afterwards
+STIFF_BONDS = 20.0
+POLISH_SWEEPS = 4
+POLISH_STEP = 0.005  # nm
 
 
 def shipped_model_path(name: str) -> Path:
@@ -101,10 +105,11 @@ class Backmapper:
     seed: int = 0
     select_temperature: float = 0.0
     proposals: int = 1
+    proposal_sweeps: int = 1
 
     @classmethod
-    def build(cls, system, mapping, model=None, gibbs=4, orientations=1, constraints="auto", seed=0,
-              device="cpu", select_temperature=None, proposals=1):
+    def build(cls, system, mapping, model=None, gibbs=None, orientations=None, constraints="auto", seed=0,
+              device="cpu", select_temperature=None, proposals=None, proposal_sweeps=None):
         flat = system.flat()
         mflat = mapping.flat()
         path = resolve_model(model, system, mflat)
@@ -122,12 +127,19 @@ class Backmapper:
             constraints = meta.get("card", {}).get("constraints", "none")
         if constraints not in ("none", "h-bonds", "all-bonds"):
             raise InputError(f"constraints must be none, h-bonds or all-bonds, got {constraints!r}")
-        if select_temperature is None:
-            select_temperature = float(meta.get("card", {}).get("select_temperature", 0.0))
+        # sampler settings left open come from the model card (the measured ones), else the paper's
+        card_sampler = meta.get("card", {}).get("sampler", {})
+        defaults = {"gibbs": 4, "orientations": 1, "proposals": 1, "proposal_sweeps": 1, "select_temperature": 0.0}
+        given = {"gibbs": gibbs, "orientations": orientations, "proposals": proposals,
+                 "proposal_sweeps": proposal_sweeps, "select_temperature": select_temperature}
+        chosen = {k: (v if v is not None else card_sampler.get(k, defaults[k])) for k, v in given.items()}
+        gibbs, orientations, proposals = chosen["gibbs"], chosen["orientations"], chosen["proposals"]
+        proposal_sweeps, select_temperature = chosen["proposal_sweeps"], chosen["select_temperature"]
         log.info("model %s (%s), %d Gibbs sweeps, %d orientations (selection at %g K), constraints %s",
                  path.name, meta.get("name"), gibbs, orientations, select_temperature, constraints)
         return cls(gen, Recipe(flat, mflat, spec), grid, meta, flat, mflat, int(gibbs), int(orientations),
-                   constraints, int(seed), float(select_temperature), max(1, int(proposals)))
+                   constraints, int(seed), float(select_temperature), max(1, int(proposals)),
+                   max(1, int(proposal_sweeps)))
 
     def _constraint_arrays(self):
         idx, lengths = [], []
@@ -145,12 +157,22 @@ class Backmapper:
         """Positions (N, 3) nm, wrapped into the box, for one CG frame (bead centres (nb, 3))."""
         rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
         state = build_state(self.recipe, self.grid, centres, box)
+        # with constraints the sweeps run on flexible bonds (best angles), then bonds are projected onto
+        # their lengths and polished: sweeps with stiff bonds and small local moves, each followed by a
+        # projection, repair the angles the projection bent
         pos = generate_frame(self.generator, self.recipe, self.grid, state, rng, self.gibbs, self.orientations,
-                             temperature=self.select_temperature, proposals=self.proposals)
+                             temperature=self.select_temperature, proposals=self.proposals,
+                             proposal_sweeps=self.proposal_sweeps)
         if self.constraints != "none":
             bonds, lengths = self._constraint_arrays()
-            pos = constrain_bonds(pos, state.box, bonds, lengths,
-                                  torch.from_numpy(self.flat.masses).float())
+            masses = torch.from_numpy(self.flat.masses).float()
+            state.positions = constrain_bonds(state.positions, state.box, bonds, lengths, masses)
+            for _ in range(POLISH_SWEEPS if self.proposals > 1 else 0):
+                sweep_pass(self.generator, self.recipe, self.grid, state, rng, False, self.orientations,
+                           temperature=self.select_temperature, proposals=self.proposals,
+                           local_step=POLISH_STEP, bond_weight=STIFF_BONDS)
+                state.positions = constrain_bonds(state.positions, state.box, bonds, lengths, masses)
+            pos = state.positions
         return wrap(pos.double().numpy(), np.asarray(box, dtype=np.float64))
 
 
@@ -194,18 +216,19 @@ class FrameQuality:
         return {"frame": index, "clashes": rep["clashes"], "energy": rep["energy"]}
 
 
-def backmap(cg, topology, mapping, output, model=None, gibbs: int = 4, orientations: int = 1,
+def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None, orientations: int | None = None,
             seed: int = 0, constraints: str = "auto", defines=None, device: str = "cpu",
             progress: bool = True, frames=None, select_temperature: float | None = None,
-            quality: bool = True, proposals: int = 1) -> dict:
+            quality: bool = True, proposals: int | None = None, proposal_sweeps: int | None = None) -> dict:
     """Backmap every frame of ``cg`` (.gro/.xtc) to ``output`` (.gro/.xtc/.pdb). Returns a summary.
+    Sampler settings left as None take the model card's measured defaults.
     ``quality``: log clashes and energies of every frame (``FrameQuality``); the summary's 'quality'."""
     check_writable(output)
     system = read_topology(topology, defines=defines)
     mapping_paths = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
     smap = read_mapping(mapping_paths, system)
     bm = Backmapper.build(system, smap, model, gibbs, orientations, constraints, seed, device, select_temperature,
-                          proposals)
+                          proposals, proposal_sweeps)
     atoms = AtomInfo.from_topology(bm.flat)
     # constrained bonds have (near) zero energy by construction: not a warning
     qc = FrameQuality(bm.flat, bm.meta.get("card"), skip_terms={"bond"} if bm.constraints != "none" else ()) \

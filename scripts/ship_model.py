@@ -20,11 +20,15 @@ def main():
     ap.add_argument("--quality", default=None)
     ap.add_argument("--select-temperature", type=float, default=None,
                     help="default Boltzmann selection temperature stored in the card")
+    ap.add_argument("--sampler", default=None,
+                    help='default sampler settings stored in the card, JSON, e.g. \'{"gibbs": 6, "proposals": 16}\'')
     args = ap.parse_args()
     from gmx_dbm.model.checkpoint import load_model, save_model
     gen, meta = load_model(args.model)
     if args.select_temperature is not None:
         meta.setdefault("card", {})["select_temperature"] = args.select_temperature
+    if args.sampler:
+        meta.setdefault("card", {})["sampler"] = json.loads(args.sampler)
     meta = {k: v for k, v in meta.items() if k not in ("format", "generator")}
     # paths in the stored config are the trainer's machine's; keep file names only
     cfg = meta.get("config", {})
@@ -55,6 +59,7 @@ def main():
              f"- constraints applied after generation by default: {card.get('constraints')}",
              f"- chemically specific: {card.get('specific')}",
              f"- default selection temperature for --orientations > 1: {card.get('select_temperature', 0.0)} K",
+             f"- default sampler settings (used when the command line leaves them open): {card.get('sampler', {})}",
              "", "The full resolved config is stored in the file's safetensors metadata (`gmx_dbm` entry).", ""]
     if args.quality:
         lines += ["## Measured quality and speed", "", Path(args.quality).read_text().strip(), ""]

@@ -13,12 +13,14 @@ def add_arguments(p):
     p.add_argument("--model", default=None,
                    help="model: a shipped name (sps, transfer) or a .safetensors path; default: the first "
                         "shipped model that fits the topology")
-    p.add_argument("--gibbs", type=int, default=4, help="Gibbs refinement sweeps (paper: 4)")
-    p.add_argument("--orientations", type=int, default=1,
+    p.add_argument("--gibbs", type=int, default=None, help="Gibbs refinement sweeps (paper: 4; default: the model card's)")
+    p.add_argument("--orientations", type=int, default=None,
                    help="candidates per atom (rotations about the bead axis); the lowest-energy one is kept")
-    p.add_argument("--proposals", type=int, default=1, metavar="P",
+    p.add_argument("--proposals", type=int, default=None, metavar="P",
                    help="candidates per generated density: its collapsed mean plus P-1 points drawn from it; "
                         "with Gibbs sweeps the current position competes too (energy-based choice)")
+    p.add_argument("--proposal-sweeps", type=int, default=None, metavar="N",
+                   help="use --proposals in the last N Gibbs sweeps only (a refinement; default: the card's)")
     p.add_argument("--select-temperature", type=float, default=None, metavar="K",
                    help="with --orientations > 1: 0 keeps the lowest-energy candidate (paper), T > 0 draws "
                         "one with Boltzmann weights at T kelvin (default: the model card's)")
@@ -53,6 +55,6 @@ def run(args) -> int:
     backmap(args.cg, args.topology, args.mapping, args.output, model=args.model, gibbs=args.gibbs,
             orientations=args.orientations, seed=args.seed, constraints=args.constraints,
             defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
-            proposals=args.proposals, quality=not args.no_quality,
+            proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, quality=not args.no_quality,
             progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
     return 0

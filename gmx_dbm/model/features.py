@@ -130,8 +130,11 @@ def refine_candidates(state: FrameState, grid: GridSpec, margin: float = 0.15) -
 
 
 def featurize(recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Tensor,
-              initial: torch.Tensor | bool, angles: torch.Tensor) -> Batch:
+              initial: torch.Tensor | bool, angles: torch.Tensor, prior_hydrogens: bool = False) -> Batch:
     """Build the conditional input for placing ``atoms`` (S,).
+
+    ``prior_hydrogens``: bonded prior terms of heavy atoms include placed hydrogens of the same molecule
+    (for choosing among candidates in Gibbs sweeps, where every atom is there); the grid never shows them.
 
     ``initial`` (S,) bool: the environment holds only atoms earlier in the generation order (step <
     the atom's step; initial pass), else every placed atom but this one (Gibbs sweeps). Hydrogens of
@@ -208,7 +211,8 @@ def featurize(recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Te
         is_self = torch.arange(part.shape[-1])[None, None, :] == slot[..., None]
         # every other member must be in the environment rule (placed, and earlier if initial)
         member_ok = placed_ok[p] & ((~initial[:, None, None]) | (atom_step[p] < atom_step[atoms][:, None, None]))
-        member_ok &= ~(is_heavy[atoms][:, None, None] & ~is_heavy[p])     # no intramolecular H for heavy atoms
+        if not prior_hydrogens:   # as the environment: no intramolecular H for heavy atoms
+            member_ok &= ~(is_heavy[atoms][:, None, None] & ~is_heavy[p])
         active = valid & (member_ok | is_self).all(-1)
         bonded[kind] = dict(pos=prel, slot=slot, func=tab["funcs"][atoms], params=tab["params"][atoms].float(),
                             active=active)

@@ -87,6 +87,7 @@ class Recipe:
         self.bead_channel = np.asarray(
             [spec.bead_channel(t, where=f"bead {b + 1}") for b, t in enumerate(self.bead_types)], dtype=np.int64)
         self._build_graph()
+        self._build_colors()
         self._build_sequences()
         self._build_relations()
         self._build_prior_tables()
@@ -98,6 +99,20 @@ class Recipe:
         for kind_func, (idx, _) in self.flat.bonded["bonds"].items():
             g.add_edges_from(map(tuple, idx.tolist()))
         self.graph = g
+
+    def _build_colors(self):
+        """Colour beads so that no two bonded beads share a colour (greedy; 2 colours for chains and trees).
+        Gibbs sweeps update one colour at a time, so an atom never moves together with its bonded partners
+        in neighbouring beads."""
+        cg = nx.Graph()
+        cg.add_nodes_from(range(self.n_beads))
+        for i, j in self.graph.edges:
+            bi, bj = self.atom_bead[i], self.atom_bead[j]
+            if bi != bj:
+                cg.add_edge(int(bi), int(bj))
+        colors = nx.greedy_color(cg, strategy="largest_first")
+        self.bead_color = np.asarray([colors[b] for b in range(self.n_beads)], dtype=np.int64)
+        self.n_colors = int(self.bead_color.max()) + 1 if self.n_beads else 0
 
     def _build_sequences(self):
         """Per bead: heavy atoms depth-first along bonds, starting next to the align partner bead (an atom

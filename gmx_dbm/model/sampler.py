@@ -29,7 +29,7 @@ def _sample_from_density(dens: torch.Tensor, u: torch.Tensor, jitter: torch.Tens
 
 def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Tensor,
           initial, rng: torch.Generator, orientations: int = 1, chunk: int = 4096,
-          temperature: float = 0.0, proposals: int = 1, local_step: float = 0.02):
+          temperature: float = 0.0, proposals: int = 1, local_step: float = 0.02, bond_weight: float = 1.0):
     """Generate positions for ``atoms`` (S,) given ``state``; returns bead-centred positions (S, 3).
 
     Candidates per atom: ``orientations`` generator draws (random rotation about the bead axis and fresh
@@ -40,7 +40,9 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
     small model cannot provide). With one candidate that is the result (the paper's sampler). Otherwise
     ``temperature`` 0 keeps the lowest-energy candidate (the paper's ensemble choice), T > 0 draws one with
     Boltzmann weights exp(-E / k T); E = the atom's bonded + LJ energy with the atoms present. All random
-    numbers are drawn up front from ``rng``, so chunking does not change the result.
+    numbers are drawn up front from ``rng``, so chunking does not change the result. ``bond_weight``
+    scales bond energies in the choice (stiff when bonds will be constrained afterwards, so that the
+    projection onto the bond lengths hardly moves atoms and does not spoil the angles).
     """
     S = atoms.shape[0]
     K = max(1, int(orientations))
@@ -62,7 +64,8 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
     for s in range(0, S * K, chunk):
         sl = slice(s, min(s + chunk, S * K))
         ini = initial if isinstance(initial, bool) else initial[sl]
-        batch = featurize(recipe, grid, state, atoms_rep[sl], ini, angles[sl])
+        # choosing among candidates needs the atom's whole energy: hydrogens already placed count too
+        batch = featurize(recipe, grid, state, atoms_rep[sl], ini, angles[sl], prior_hydrogens=K * P > 1)
         dens = generator(batch.grid, batch.atom_type, noise[sl])
         local = collapse(dens, grid)[:, None, :]
         if P > 1:
@@ -78,13 +81,13 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
         if K * P > 1:
             for p in range(P):
                 e = prior_energy(batch, rel[:, p])
-                energy[sl, p] = e["bond"] + e["angle"] + e["dihedral"] + e["lj"]
+                energy[sl, p] = bond_weight * e["bond"] + e["angle"] + e["dihedral"] + e["lj"]
         if with_current and s < S:
             rows = torch.arange(sl.start, min(sl.stop, S))
             cur = minimum_image(state.positions[atoms[rows]] - state.centres[batch.beads[:len(rows)]], state.box)
             sub = _rows(batch, len(rows))
             e = prior_energy(sub, cur)
-            e_current[rows] = torch.where(current[rows], e["bond"] + e["angle"] + e["dihedral"] + e["lj"],
+            e_current[rows] = torch.where(current[rows], bond_weight * e["bond"] + e["angle"] + e["dihedral"] + e["lj"],
                                           torch.full_like(e["bond"], float("inf")))
     if K * P == 1:
         return rel_out[:, 0]
@@ -115,29 +118,50 @@ def _rows(batch, n: int):
 @torch.no_grad()
 def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng: torch.Generator,
                    gibbs: int = 4, orientations: int = 1, chunk: int = 4096, progress=None,
-                   temperature: float = 0.0, proposals: int = 1, local_step: float = 0.02):
+                   temperature: float = 0.0, proposals: int = 1, local_step: float = 0.02,
+                   proposal_sweeps: int = 1, bond_weight: float = 1.0):
     """Fill ``state`` with generated positions: one initial pass then ``gibbs`` sweeps.
+
+    ``proposals`` > 1 applies to the last ``proposal_sweeps`` sweeps only: energy-based choice is a
+    refinement; from a rough start it would keep atoms where they suit wrongly placed neighbours
+    (measured: angle JSD 0.27 instead of 0.11 with it in every sweep).
 
     At each step k every bead places its k-th atom at once; in the initial pass the environment holds
     the atoms of earlier steps, in Gibbs sweeps every other atom. Returns the positions (N, 3) nm,
     unwrapped around their beads.
     """
+    for sweep in range(1 + gibbs):
+        n_prop = proposals if sweep > gibbs - proposal_sweeps else 1
+        sweep_pass(generator, recipe, grid, state, rng, sweep == 0, orientations, chunk, temperature, n_prop,
+                   local_step, bond_weight)
+        if progress is not None:
+            progress(sweep)
+    return state.positions
+
+
+def sweep_pass(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng: torch.Generator,
+               initial: bool, orientations: int = 1, chunk: int = 4096, temperature: float = 0.0,
+               proposals: int = 1, local_step: float = 0.02, bond_weight: float = 1.0) -> None:
+    """One pass over every bead's sequence: the initial pass (all beads at once; same-step atoms are absent
+    from each other's environment) or a Gibbs sweep (one bead colour at a time, so bonded neighbours never
+    move together)."""
     seq = torch.from_numpy(recipe.bead_seq)
     beads_of = torch.from_numpy(recipe.atom_bead)
-    for sweep in range(1 + gibbs):
-        initial = sweep == 0
-        if sweep >= 1:
-            refine_candidates(state, grid)
-        for k in range(recipe.n_steps):
-            atoms = seq[:, k]
+    color = torch.from_numpy(recipe.bead_color)
+    if not initial:
+        refine_candidates(state, grid)
+    groups = [torch.ones(recipe.n_beads, dtype=torch.bool)] if initial else \
+        [color == c for c in range(recipe.n_colors)]
+    for k in range(recipe.n_steps):
+        for group in groups:
+            atoms = seq[group, k]
             atoms = atoms[atoms >= 0]
+            if len(atoms) == 0:
+                continue
             rel = place(generator, recipe, grid, state, atoms, initial, rng, orientations, chunk, temperature,
-                        proposals, local_step)
+                        proposals, local_step, bond_weight)
             state.positions[atoms] = state.centres[beads_of[atoms]] + rel
             state.placed[atoms] = True
-            if progress is not None:
-                progress(sweep, k)
-    return state.positions
 
 
 def constrain_bonds(positions: torch.Tensor, box: torch.Tensor, bonds: torch.Tensor, lengths: torch.Tensor,
