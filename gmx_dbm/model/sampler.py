@@ -131,7 +131,7 @@ def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState,
     unwrapped around their beads.
     """
     for sweep in range(1 + gibbs):
-        n_prop = proposals if sweep > gibbs - proposal_sweeps else 1
+        n_prop = proposals if sweep >= 1 and sweep > gibbs - proposal_sweeps else 1
         sweep_pass(generator, recipe, grid, state, rng, sweep == 0, orientations, chunk, temperature, n_prop,
                    local_step, bond_weight)
         if progress is not None:
