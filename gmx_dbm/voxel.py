@@ -108,7 +108,3 @@ def collapse(density: torch.Tensor, grid: GridSpec) -> torch.Tensor:
     y = (d.sum(dim=(1, 3)) * ax).sum(-1) / total
     z = (d.sum(dim=(1, 2)) * ax).sum(-1) / total
     return torch.stack([x, y, z], dim=-1)
-
-
-def random_angles(n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    return torch.rand(n, generator=generator, device=device) * (2.0 * math.pi)

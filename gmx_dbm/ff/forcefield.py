@@ -11,8 +11,7 @@ The gradient flows to positions only (not to the box) and only to first order.
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

@@ -29,19 +29,24 @@ class FrameState:
     cand_all: torch.Tensor | None = None  # the bead-level candidate list refine_candidates starts from
 
 
-def _neighbour_beads(centres: torch.Tensor, box: torch.Tensor, radius: float, chunk: int = 1024):
-    """(nb, Mb) indices of beads within ``radius`` of each bead (itself included), -1 padded."""
+def _neighbour_beads(centres: torch.Tensor, box: torch.Tensor, radii, chunk: int = 1024) -> list:
+    """For each radius, (nb, Mb) indices of beads within it of each bead (itself included), -1 padded.
+    One pass over the bead pairs serves all radii."""
     nb = centres.shape[0]
-    rows = []
+    rows = [[] for _ in radii]
     for s in range(0, nb, chunk):
         d = minimum_image(centres[None, :, :] - centres[s:s + chunk, None, :], box)
-        rows.append((d * d).sum(-1) <= radius * radius)
-    mask = torch.cat(rows)
-    counts = mask.sum(1)
-    m = int(counts.max())
-    order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :m]
-    idx = torch.where(torch.arange(m)[None, :] < counts[:, None], order, torch.full_like(order, -1))
-    return idx
+        d2 = (d * d).sum(-1)
+        for r, radius in zip(rows, radii):
+            r.append(d2 <= radius * radius)
+    out = []
+    for r in rows:
+        mask = torch.cat(r)
+        counts = mask.sum(1)
+        m = int(counts.max())
+        order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :m]
+        out.append(torch.where(torch.arange(m)[None, :] < counts[:, None], order, torch.full_like(order, -1)))
+    return out
 
 
 def build_state(recipe: Recipe, grid: GridSpec, centres, box, positions=None, placed=None) -> FrameState:
@@ -61,7 +66,7 @@ def build_state(recipe: Recipe, grid: GridSpec, centres, box, positions=None, pl
     axes = torch.where((align >= 0)[:, None], axes, torch.tensor([0.0, 0.0, 1.0]))
     # cube half-edge c holds points up to c*sqrt(3) from the centre; atoms sit within ATOM_REACH of theirs
     reach = grid.cutoff * 3 ** 0.5
-    cand_beads = _neighbour_beads(centres, box, reach + ATOM_REACH)
+    cand_beads, cand_beads_env = _neighbour_beads(centres, box, (reach + ATOM_REACH, reach + 3 * grid.sigma))
     # atoms of candidate beads: bead -> atoms table, then gather
     seq = torch.from_numpy(recipe.bead_seq)                        # (nb, K), -1 padded
     atoms = torch.where(cand_beads[:, :, None] >= 0, seq[cand_beads.clamp_min(0)], torch.full_like(seq[:1, None], -1))
@@ -70,7 +75,6 @@ def build_state(recipe: Recipe, grid: GridSpec, centres, box, positions=None, pl
     counts = valid.sum(1)
     order = torch.argsort(valid.to(torch.int8), dim=1, descending=True, stable=True)[:, :int(counts.max())]
     cand_atoms = torch.gather(atoms, 1, order)
-    cand_beads_env = _neighbour_beads(centres, box, reach + 3 * grid.sigma)
     return FrameState(positions, placed, centres, box, axes, cand_atoms, cand_beads_env)
 
 

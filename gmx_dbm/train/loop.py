@@ -15,10 +15,9 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..errors import ConfigError, ModelFileError, OutputError
+from ..errors import ModelFileError, OutputError
 from ..model.checkpoint import (build_networks, file_sha256, load_checkpoint, save_checkpoint, save_model)
 from ..model.features import Batch, build_state, featurize
 from ..model.networks import NETWORK_SIZES
