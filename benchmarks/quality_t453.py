@@ -29,6 +29,10 @@ def main():
     ap.add_argument("--orientations", type=int, default=None)
     ap.add_argument("--select-temperature", type=float, default=None)
     ap.add_argument("--proposals", type=int, default=None)
+    ap.add_argument("--proposal-sweeps", type=int, default=None)
+    ap.add_argument("--md-steps", type=int, default=None, help="thermalisation steps (default: the card's)")
+    ap.add_argument("--temperature", type=float, default=453.0, help="thermalisation temperature (the set's)")
+    ap.add_argument("--first", type=int, default=0, help="use CG frames from this index on (a held-out split)")
     ap.add_argument("--constraints", default="auto")
     ap.add_argument("--compare", action="store_true", help="also score deepbackmap.xtc and baseline.xtc")
     ap.add_argument("--out", default=None, help="keep the backmapped trajectory here")
@@ -41,20 +45,21 @@ def main():
     from gmx_dbm.evaluate import evaluate, format_table
     from gmx_dbm.io import count_frames
     n = count_frames(t453 / "cg.xtc")
-    pick = set(np.linspace(0, n - 1, args.frames).round().astype(int).tolist())
+    pick = set(np.linspace(args.first, n - 1, args.frames).round().astype(int).tolist())
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "gmx_dbm.xtc"
         t = time.perf_counter()
         s = backmap(t453 / "cg.xtc", ROOT / "topologies" / "sps.top", [ROOT / "mappings" / "sps.map"], out,
                     model=args.model, gibbs=args.gibbs, orientations=args.orientations, seed=0,
                     constraints=args.constraints, progress=False, frames=pick,
-                    select_temperature=args.select_temperature, proposals=args.proposals, quality=False)
+                    select_temperature=args.select_temperature, proposals=args.proposals, quality=False,
+                    proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps, temperature=args.temperature)
         dt = time.perf_counter() - t
         cands = [out] + ([t453 / "deepbackmap.xtc", t453 / "baseline.xtc"] if args.compare else [])
         res = evaluate(t453 / "aa.xtc", cands, ROOT / "topologies" / "sps.top", plots=False, json_path=args.json)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     print(f"model {args.model}: {s['frames']} frames, gibbs {args.gibbs}, orientations {args.orientations}, "
-          f"proposals {args.proposals}, "
+          f"proposals {args.proposals}, md steps {s['md_steps']} at {s['temperature']:g} K, "
           f"{dt / max(1, s['frames']):.1f} s/frame ({s['atoms_per_s']:.0f} atoms/s)")
     print(format_table(res))
 

@@ -35,6 +35,10 @@ SHIPPED_MODELS = ("sps", "transfer")
 STIFF_BONDS = 20.0
 POLISH_SWEEPS = 4
 POLISH_STEP = 0.005  # nm
+# thermalisation (restrained Langevin dynamics in the force field) when the model card leaves it open;
+# measured on the 453 K set: 300 steps of 4 fs take angle JSD 0.0088 -> 0.0005, LJ energy -646 -> -8142
+MD_STEPS = 300
+FALLBACK_TEMPERATURE = 300.0
 
 
 def shipped_model_path(name: str) -> Path:
@@ -106,10 +110,14 @@ class Backmapper:
     select_temperature: float = 0.0
     proposals: int = 1
     proposal_sweeps: int = 1
+    md_steps: int = 0
+    temperature: float = FALLBACK_TEMPERATURE
+    dynamics: object = None
 
     @classmethod
     def build(cls, system, mapping, model=None, gibbs=None, orientations=None, constraints="auto", seed=0,
-              device="cpu", select_temperature=None, proposals=None, proposal_sweeps=None):
+              device="cpu", select_temperature=None, proposals=None, proposal_sweeps=None, md_steps=None,
+              temperature=None):
         flat = system.flat()
         mflat = mapping.flat()
         path = resolve_model(model, system, mflat)
@@ -129,17 +137,41 @@ class Backmapper:
             raise InputError(f"constraints must be none, h-bonds or all-bonds, got {constraints!r}")
         # sampler settings left open come from the model card (the measured ones), else the paper's
         card_sampler = meta.get("card", {}).get("sampler", {})
-        defaults = {"gibbs": 4, "orientations": 1, "proposals": 1, "proposal_sweeps": 1, "select_temperature": 0.0}
+        defaults = {"gibbs": 4, "orientations": 1, "proposals": 1, "proposal_sweeps": 1, "select_temperature": 0.0,
+                    "md_steps": MD_STEPS}
         given = {"gibbs": gibbs, "orientations": orientations, "proposals": proposals,
-                 "proposal_sweeps": proposal_sweeps, "select_temperature": select_temperature}
+                 "proposal_sweeps": proposal_sweeps, "select_temperature": select_temperature,
+                 "md_steps": md_steps}
         chosen = {k: (v if v is not None else card_sampler.get(k, defaults[k])) for k, v in given.items()}
         gibbs, orientations, proposals = chosen["gibbs"], chosen["orientations"], chosen["proposals"]
         proposal_sweeps, select_temperature = chosen["proposal_sweeps"], chosen["select_temperature"]
-        log.info("model %s (%s), %d Gibbs sweeps, %d orientations (selection at %g K), constraints %s",
-                 path.name, meta.get("name"), gibbs, orientations, select_temperature, constraints)
-        return cls(gen, Recipe(flat, mflat, spec), grid, meta, flat, mflat, int(gibbs), int(orientations),
-                   constraints, int(seed), float(select_temperature), max(1, int(proposals)),
-                   max(1, int(proposal_sweeps)))
+        md_steps = int(chosen["md_steps"])
+        if md_steps < 0:
+            raise InputError(f"MD steps must be 0 (off) or positive, got {md_steps}")
+        if temperature is None:
+            temperature = meta.get("card", {}).get("temperature")
+            if md_steps and temperature is not None:
+                log.info("thermalising at %g K, the temperature of the model's training data: give the CG "
+                         "simulation's temperature with --temperature", temperature)
+        if temperature is None:
+            temperature = FALLBACK_TEMPERATURE
+            if md_steps:
+                log.warning("thermalising at %g K: give the CG simulation's temperature with --temperature",
+                            temperature)
+        if not temperature > 0:
+            raise InputError(f"temperature must be positive (kelvin), got {temperature}")
+        log.info("model %s (%s), %d Gibbs sweeps, %d orientations (selection at %g K), constraints %s, "
+                 "%d MD steps at %g K", path.name, meta.get("name"), gibbs, orientations, select_temperature,
+                 constraints, md_steps, temperature)
+        bm = cls(gen, Recipe(flat, mflat, spec), grid, meta, flat, mflat, int(gibbs), int(orientations),
+                 constraints, int(seed), float(select_temperature), max(1, int(proposals)),
+                 max(1, int(proposal_sweeps)), md_steps, float(temperature))
+        if md_steps:
+            from .ff.dynamics import RestrainedLangevin
+            bonds, lengths = bm._constraint_arrays() if constraints != "none" else (None, None)
+            bm.dynamics = RestrainedLangevin(flat, mflat.centre, bm.temperature, md_steps, bonds=bonds,
+                                             lengths=lengths)
+        return bm
 
     def _constraint_arrays(self):
         idx, lengths = [], []
@@ -163,7 +195,10 @@ class Backmapper:
         pos = generate_frame(self.generator, self.recipe, self.grid, state, rng, self.gibbs, self.orientations,
                              temperature=self.select_temperature, proposals=self.proposals,
                              proposal_sweeps=self.proposal_sweeps)
-        if self.constraints != "none":
+        if self.dynamics is not None:
+            # the dynamics hold the constrained bonds at their lengths themselves: no polish needed
+            pos = torch.from_numpy(self.dynamics.run(pos, box, centres, rng))
+        elif self.constraints != "none":
             bonds, lengths = self._constraint_arrays()
             masses = torch.from_numpy(self.flat.masses).float()
             state.positions = constrain_bonds(state.positions, state.box, bonds, lengths, masses)
@@ -219,16 +254,19 @@ class FrameQuality:
 def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None, orientations: int | None = None,
             seed: int = 0, constraints: str = "auto", defines=None, device: str = "cpu",
             progress: bool = True, frames=None, select_temperature: float | None = None,
-            quality: bool = True, proposals: int | None = None, proposal_sweeps: int | None = None) -> dict:
+            quality: bool = True, proposals: int | None = None, proposal_sweeps: int | None = None,
+            md_steps: int | None = None, temperature: float | None = None) -> dict:
     """Backmap every frame of ``cg`` (.gro/.xtc) to ``output`` (.gro/.xtc/.pdb). Returns a summary.
-    Sampler settings left as None take the model card's measured defaults.
+    Sampler settings left as None take the model card's measured defaults. ``md_steps``/``temperature``:
+    thermalisation of each generated frame (restrained Langevin dynamics, ``ff.dynamics``) at the CG
+    system's temperature; 0 steps switches it off.
     ``quality``: log clashes and energies of every frame (``FrameQuality``); the summary's 'quality'."""
     check_writable(output)
     system = read_topology(topology, defines=defines)
     mapping_paths = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
     smap = read_mapping(mapping_paths, system)
     bm = Backmapper.build(system, smap, model, gibbs, orientations, constraints, seed, device, select_temperature,
-                          proposals, proposal_sweeps)
+                          proposals, proposal_sweeps, md_steps, temperature)
     atoms = AtomInfo.from_topology(bm.flat)
     # constrained bonds have (near) zero energy by construction: not a warning
     qc = FrameQuality(bm.flat, bm.meta.get("card"), skip_terms={"bond"} if bm.constraints != "none" else ()) \
@@ -264,7 +302,8 @@ def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None,
             bar.close()
     dt = time.perf_counter() - t0
     summary = {"frames": n, "atoms": int(bm.flat.n_atoms), "seconds": dt,
-               "atoms_per_s": n * bm.flat.n_atoms / dt if dt > 0 else float("inf"), "output": str(output)}
+               "atoms_per_s": n * bm.flat.n_atoms / dt if dt > 0 else float("inf"), "output": str(output),
+               "md_steps": bm.md_steps, "temperature": bm.temperature}
     if qc is not None:
         summary["quality"] = reports
     log.info("wrote %s: %d frames, %.0f atoms/s", output, n, summary["atoms_per_s"])

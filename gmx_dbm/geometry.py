@@ -167,3 +167,51 @@ class WholePlan:
 def make_whole(positions, box, bonds) -> np.ndarray:
     """Make molecules whole along ``bonds`` ((m, 2) global atom indices); see ``WholePlan``."""
     return WholePlan(len(positions), bonds).apply(positions, box)
+
+
+# --------------------------------------------------------------------------- periodic pair search
+def box_heights(box) -> np.ndarray:
+    """Distances between opposite faces of the cell (nm), one per box vector."""
+    box = np.asarray(box, dtype=np.float64)
+    vol = abs(np.linalg.det(box))
+    return np.array([vol / np.linalg.norm(np.cross(box[(k + 1) % 3], box[(k + 2) % 3])) for k in range(3)])
+
+
+def periodic_pairs(pos, box, cutoff: float) -> tuple:
+    """All atom pairs i < j whose minimum-image distance is below ``cutoff``, for one frame in a
+    triclinic box: (i int64, j int64, d float64 nm). A k-d tree (scipy) over the atoms against the
+    atoms plus the periodic images within ``cutoff`` of the brick; O(N) memory and time.
+
+    The minimum image must be unique: ``cutoff`` at most half the smallest box height (ValueError
+    otherwise), as GROMACS requires for its cut-offs."""
+    from scipy.spatial import cKDTree
+
+    box = np.asarray(box, dtype=np.float64)
+    heights = box_heights(box)
+    if cutoff > 0.5 * heights.min() * (1 + 1e-12):
+        raise ValueError(f"cut-off {cutoff:g} nm is longer than half the smallest box height "
+                         f"({heights.min():g} nm): the minimum image is not unique")
+    p = wrap(np.asarray(pos, dtype=np.float64), box)
+    diag = np.diag(box)
+    skew = np.abs(box).sum(axis=0) - diag  # largest off-diagonal reach per axis
+    reach = [int(np.ceil((cutoff + skew[k]) / diag[k])) + 1 for k in range(3)]
+    lo, hi = -cutoff, diag + cutoff
+    ext, orig = [p], [np.arange(len(p))]
+    for na in range(-reach[0], reach[0] + 1):
+        for nb in range(-reach[1], reach[1] + 1):
+            for nc in range(-reach[2], reach[2] + 1):
+                if na == nb == nc == 0:
+                    continue
+                shift = na * box[0] + nb * box[1] + nc * box[2]
+                q = p + shift
+                ok = np.all((q > lo) & (q < hi), axis=1)
+                if ok.any():
+                    ext.append(q[ok])
+                    orig.append(np.nonzero(ok)[0])
+    ext = np.concatenate(ext)
+    orig = np.concatenate(orig)
+    m = cKDTree(p).sparse_distance_matrix(cKDTree(ext), cutoff, output_type="ndarray")
+    i = m["i"].astype(np.int64)
+    j = orig[m["j"]]
+    keep = i < j
+    return i[keep], j[keep], m["v"][keep]

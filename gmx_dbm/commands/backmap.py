@@ -24,6 +24,12 @@ def add_arguments(p):
     p.add_argument("--select-temperature", type=float, default=None, metavar="K",
                    help="with --orientations > 1: 0 keeps the lowest-energy candidate (paper), T > 0 draws "
                         "one with Boltzmann weights at T kelvin (default: the model card's)")
+    p.add_argument("--temperature", type=float, default=None, metavar="K",
+                   help="temperature of the CG system: the generated frames are thermalised at it (and relaxed "
+                        "at it with --relax); default: the model card's (its training data's)")
+    p.add_argument("--md-steps", type=int, default=None, metavar="N",
+                   help="thermalisation: N steps (4 fs) of Langevin dynamics in the force field with every bead "
+                        "restrained to its CG position (0: off; default: the model card's, else 300)")
     p.add_argument("--no-quality", action="store_true",
                    help="skip the per-frame quality report (clashes, energies per term, warnings)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
@@ -56,5 +62,6 @@ def run(args) -> int:
             orientations=args.orientations, seed=args.seed, constraints=args.constraints,
             defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
             proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, quality=not args.no_quality,
+            md_steps=args.md_steps, temperature=args.temperature,
             progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
     return 0

@@ -16,7 +16,8 @@ def add_relax_options(p, standalone: bool = False):
     g.add_argument("--emtol", type=float, default=500.0, help="EM converged at Fmax below this (kJ/mol/nm)")
     g.add_argument("--md-ps", type=float, default=10.0, help="restrained NVT MD length in ps (0: no MD)")
     g.add_argument("--dt", type=float, default=0.001, help="MD time step in ps")
-    g.add_argument("--temperature", type=float, default=300.0, help="MD temperature (K), v-rescale thermostat")
+    if standalone:  # backmap has its own --temperature (the CG system's), used for this MD too
+        g.add_argument("--temperature", type=float, default=300.0, help="MD temperature (K), v-rescale thermostat")
     g.add_argument("--restrain", default="heavy", choices=["heavy", "all", "none"],
                    help="atoms restrained to the input positions (heavy: all but hydrogens)")
     g.add_argument("--fc", type=float, default=1000.0, help="restraint force constant (kJ/mol/nm2)")
@@ -54,7 +55,7 @@ def add_arguments(p):
 def options_from_args(args):
     from ..relax import RelaxOptions
     return RelaxOptions(steps_em=args.steps_em, emtol=args.emtol, md_ps=args.md_ps, dt=args.dt,
-                        temperature=args.temperature, restrain=args.restrain, fc=args.fc,
+                        temperature=300.0 if args.temperature is None else args.temperature, restrain=args.restrain, fc=args.fc,
                         constraints=args.md_constraints, mdp=args.mdp, engine=args.engine,
                         threads=args.md_threads, seed=args.md_seed, maxwarn=args.maxwarn,
                         min_distance=args.min_distance)
@@ -88,8 +89,12 @@ def relax_after_backmap(args) -> int:
     check_writable(args.output)
     wd = fresh_workdir(args.workdir, args.output)
     backmapped = wd / "backmapped.gro"
-    backmap(args.cg, args.topology, args.mapping, backmapped, model=args.model, gibbs=args.gibbs,
-            orientations=args.orientations, seed=args.seed, constraints=args.constraints,
-            defines=args.defines or None, device=args.device)
+    summary = backmap(args.cg, args.topology, args.mapping, backmapped, model=args.model, gibbs=args.gibbs,
+                      orientations=args.orientations, seed=args.seed, constraints=args.constraints,
+                      defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
+                      proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps,
+                      temperature=args.temperature, quality=not args.no_quality)
+    # the GROMACS MD runs at the temperature the frames were thermalised at (the CG system's)
+    options.temperature = summary["temperature"]
     relax(backmapped, args.topology, args.output, options, workdir=wd / "relax", defines=args.defines or None)
     return 0

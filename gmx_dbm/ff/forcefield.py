@@ -273,15 +273,26 @@ class ForceField(nn.Module):
         return out
 
     # ------------------------------------------------------------------ non-bonded
-    def _nonbonded_frame(self, pos, box):
-        s = self.settings
-        rmax = max(s.cutoff, s.rcoulomb if self.has_charges else 0.0)
-        i, j = neighbor_pairs(pos, box, rmax)
+    def drop_excluded(self, i: torch.Tensor, j: torch.Tensor) -> tuple:
+        """The pairs (i < j) that are not excluded."""
         if len(self.excl_keys):
             keys = i * self.n_atoms + j
             loc = torch.searchsorted(self.excl_keys, keys).clamp(max=len(self.excl_keys) - 1)
             keep = self.excl_keys[loc] != keys
             i, j = i[keep], j[keep]
+        return i, j
+
+    def _nonbonded_frame(self, pos, box):
+        s = self.settings
+        rmax = max(s.cutoff, s.rcoulomb if self.has_charges else 0.0)
+        i, j = self.drop_excluded(*neighbor_pairs(pos, box, rmax))
+        return self.pair_terms(pos, box, i, j)
+
+    def pair_terms(self, pos, box, i, j):
+        """Short-range LJ and Coulomb energies and their gradients (N, 3) over the given non-excluded pairs
+        (i < j) of one frame; pairs beyond the cut-offs contribute nothing, so a Verlet list with a skin
+        may be passed. Returns e_lj, e_coulomb, grad_lj, grad_coulomb."""
+        s = self.settings
         g_lj = torch.zeros_like(pos)
         g_c = torch.zeros_like(pos)
         e_lj = torch.zeros((), dtype=torch.float64, device=pos.device)
@@ -338,17 +349,8 @@ class ForceField(nn.Module):
         v = torch.where(r2 < self.settings.rcoulomb ** 2, v, torch.zeros_like(v))
         return v.sum(-1) + self_term
 
-    # ------------------------------------------------------------------ forward
-    def forward(self, positions: torch.Tensor, box: torch.Tensor) -> dict:
-        """positions (B, N, 3) nm, box (B, 3, 3) nm (rows a, b, c) -> {term: energies (B,) kJ/mol}."""
-        if positions.dim() == 2:
-            positions = positions.unsqueeze(0)
-        if box.dim() == 2:
-            box = box.unsqueeze(0).expand(positions.shape[0], 3, 3)
-        if positions.shape[1] != self.n_atoms or positions.shape[-1] != 3:
-            raise ValueError(f"positions must be (B, {self.n_atoms}, 3), got {tuple(positions.shape)}")
-        x = positions.to(self.dtype)
-        box = box.to(self.dtype)
+    def bonded_terms(self, x: torch.Tensor, box: torch.Tensor) -> dict:
+        """Bonded energies and 1-4 pairs {key: (B,)} of positions x (B, N, 3), box (B, 3, 3)."""
         nb = x.shape[0]
         zero = x.new_zeros(nb)
         out = {k: zero for k in ("bond", "angle", "proper", "improper", "lj_14")}
@@ -366,6 +368,21 @@ class ForceField(nn.Module):
             out[key] = out[key] + self._bonded(x, box, kind, func, idx, par).sum(-1)
         if self.has_charges and "coulomb_14" not in out:
             out["coulomb_14"] = zero
+        return out
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, positions: torch.Tensor, box: torch.Tensor) -> dict:
+        """positions (B, N, 3) nm, box (B, 3, 3) nm (rows a, b, c) -> {term: energies (B,) kJ/mol}."""
+        if positions.dim() == 2:
+            positions = positions.unsqueeze(0)
+        if box.dim() == 2:
+            box = box.unsqueeze(0).expand(positions.shape[0], 3, 3)
+        if positions.shape[1] != self.n_atoms or positions.shape[-1] != 3:
+            raise ValueError(f"positions must be (B, {self.n_atoms}, 3), got {tuple(positions.shape)}")
+        x = positions.to(self.dtype)
+        box = box.to(self.dtype)
+        nb = x.shape[0]
+        out = self.bonded_terms(x, box)
         lj, coul = [], []
         for b in range(nb):
             e_lj, e_c = _Nonbonded.apply(x[b], box[b], self)
