@@ -1,6 +1,8 @@
 """Copy a trained model into the package (gmx_dbm/data/models/NAME.safetensors) and write its model card.
 
 Usage: python scripts/ship_model.py NAME RUN_MODEL.safetensors [--quality QUALITY.md] [--select-temperature K]
+       [--sampler JSON] [--temperature K]
+RUN_MODEL may be the shipped file itself (to update its card).
 The card (NAME.md) states the data, config, training steps and the measured quality/speed given in
 QUALITY.md (a Markdown fragment, e.g. the table printed by benchmarks/quality_t453.py).
 """
@@ -20,6 +22,8 @@ def main():
     ap.add_argument("--quality", default=None)
     ap.add_argument("--select-temperature", type=float, default=None,
                     help="default Boltzmann selection temperature stored in the card")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="temperature of the training data (K): the default thermalisation temperature")
     ap.add_argument("--sampler", default=None,
                     help='default sampler settings stored in the card, JSON, e.g. \'{"gibbs": 6, "proposals": 16}\'')
     args = ap.parse_args()
@@ -29,6 +33,8 @@ def main():
         meta.setdefault("card", {})["select_temperature"] = args.select_temperature
     if args.sampler:
         meta.setdefault("card", {})["sampler"] = json.loads(args.sampler)
+    if args.temperature is not None:
+        meta.setdefault("card", {})["temperature"] = args.temperature
     meta = {k: v for k, v in meta.items() if k not in ("format", "generator")}
     # paths in the stored config are the trainer's machine's; keep file names only
     cfg = meta.get("config", {})
@@ -60,6 +66,8 @@ def main():
              f"- chemically specific: {card.get('specific')}",
              f"- default selection temperature for --orientations > 1: {card.get('select_temperature', 0.0)} K",
              f"- default sampler settings (used when the command line leaves them open): {card.get('sampler', {})}",
+             f"- temperature of the training data, the default thermalisation temperature (--temperature): "
+             f"{card.get('temperature', 'not recorded (300 K is used)')} K",
              "", "The full resolved config is stored in the file's safetensors metadata (`gmx_dbm` entry).", ""]
     if args.quality:
         lines += ["## Measured quality and speed", "", Path(args.quality).read_text().strip(), ""]

@@ -25,7 +25,8 @@ def test_example_backmaps_every_atom_in_topology_order(shipped, tmp_path):
     root = shipped
     out = tmp_path / "aa.gro"
     assert main(["-q", "backmap", "-c", str(root / "examples/sps/cg.gro"), "-p", str(root / "topologies/sps.top"),
-                 "-m", str(root / "mappings/sps.map"), "-o", str(out), "--gibbs", "0", "--no-quality"]) == 0
+                 "-m", str(root / "mappings/sps.map"), "-o", str(out), "--gibbs", "0", "--no-quality",
+                 "--md-steps", "20", "--temperature", "453"]) == 0
     system = read_topology(root / "topologies/sps.top")
     flat = system.flat()
     cg = read_frame(root / "examples/sps/cg.gro")
@@ -58,7 +59,7 @@ def test_trajectory_streams_all_frames_to_pdb_and_xtc(shipped, tmp_path):
     for ext in ("xtc", "pdb"):
         out = tmp_path / f"aa.{ext}"
         summary = backmap(traj, root / "topologies/sps.top", [root / "mappings/sps.map"], out, gibbs=0,
-                          progress=False, quality=False)
+                          progress=False, quality=False, md_steps=0)
         frames = list(read_frames(out))
         assert summary["frames"] == 2 and len(frames) == 2
         assert all(f.n_atoms == 5832 for f in frames)
@@ -93,6 +94,39 @@ def test_proposals_and_selection_are_deterministic(shipped, tmp_path):
     for k in range(2):
         out = tmp_path / f"p{k}.gro"
         backmap(root / "examples/sps/cg.gro", root / "topologies/sps.top", [root / "mappings/sps.map"], out,
-                gibbs=1, proposals=4, select_temperature=453.0, seed=5, progress=False, quality=False)
+                gibbs=1, proposals=4, select_temperature=453.0, seed=5, progress=False, quality=False,
+                md_steps=10, temperature=453.0)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_thermalisation_relaxes_the_generated_frame_and_keeps_the_beads(shipped, tmp_path):
+    """--md-steps: restrained Langevin dynamics lowers the strain the generator leaves (angle and LJ
+    energies) while every bead's mapped centre stays on its CG position."""
+    import torch
+
+    from gmx_dbm.ff.forcefield import ForceField
+    root = shipped
+    system = read_topology(root / "topologies/sps.top")
+    flat = system.flat()
+    mflat = read_mapping([root / "mappings/sps.map"], system).flat()
+    cg = read_frame(root / "examples/sps/cg.gro")
+    ff = ForceField(flat)
+    energies, centres = {}, {}
+    for steps in (0, 100):
+        out = tmp_path / f"md{steps}.gro"
+        s = backmap(root / "examples/sps/cg.gro", root / "topologies/sps.top", [root / "mappings/sps.map"], out,
+                    gibbs=0, md_steps=steps, temperature=453.0, progress=False, quality=False)
+        assert s["md_steps"] == steps and s["temperature"] == 453.0
+        fr = read_frame(out)
+        with torch.no_grad():
+            e = ff(torch.as_tensor(fr.positions)[None], torch.as_tensor(fr.box)[None])
+        energies[steps] = {k: float(v[0]) for k, v in e.items()}
+        coo = mflat.centre.tocoo()  # bead centre = R_b + sum_a w_a * minimum_image(r_a - R_b)
+        rel = minimum_image(fr.positions[coo.col] - cg.positions[coo.row], fr.box) * coo.data[:, None]
+        off = np.zeros_like(cg.positions)
+        np.add.at(off, coo.row, rel)
+        centres[steps] = np.linalg.norm(off, axis=1)
+    assert energies[100]["angle"] < 0.8 * energies[0]["angle"]
+    assert energies[100]["lj_sr"] < energies[0]["lj_sr"]
+    assert centres[100].max() < 0.15 and np.median(centres[100]) < 0.05
