@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Energy + gradient time of the torch force field on sPS (5832 atoms) and a 10x replica (58320 atoms).
+"""Energy + gradient time of the torch force field, and the time of one thermalisation step, on sPS
+(5832 atoms) and a 10x replica (58320 atoms).
 
 Usage: python benchmarks/bench_ff.py [--repeat 3] [--float32]
 Prints a table: system, atoms, dtype, pairs within the cut-off, seconds (best of N), peak RSS of the process.
@@ -47,6 +48,20 @@ def bench(system, x, box, dtype, repeat):
     return n_pairs, best, float(e.detach())
 
 
+def bench_md(system, x, box, steps: int = 20) -> float:
+    """Seconds per thermalisation step (backmap's --md-steps: restrained Langevin, all bonds constrained)."""
+    from gmx_dbm.ff.dynamics import RestrainedLangevin
+    from gmx_dbm.mapping import read_mapping
+    flat = system.flat()
+    mflat = read_mapping([ROOT / "mappings" / "sps.map"], system).flat()
+    idx = np.concatenate([i for i, _ in flat.bonded["bonds"].values()])
+    lengths = np.concatenate([p[:, 0] for _, p in flat.bonded["bonds"].values()])
+    dyn = RestrainedLangevin(flat, mflat.centre, 453.0, steps, bonds=idx, lengths=lengths)
+    t = time.perf_counter()
+    dyn.run(x, box, mflat.centre @ x, torch.Generator().manual_seed(0))
+    return (time.perf_counter() - t) / steps
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="shared data folder")
@@ -70,10 +85,13 @@ def main(argv=None):
         box = frame.box.copy()
         box[0] *= copies
         n_pairs, sec, e = bench(big, x, box, dtype, args.repeat)
-        rows.append((f"sPS x{copies}", big.n_atoms, str(dtype).replace("torch.", ""), n_pairs, sec, peak_rss_mb(), e))
-    print(f"{'system':10s} {'atoms':>7s} {'dtype':>8s} {'pairs<rc':>10s} {'E+grad s':>9s} {'peak RSS MB':>12s} {'E total':>14s}")
+        md = bench_md(big, x, box)
+        rows.append((f"sPS x{copies}", big.n_atoms, str(dtype).replace("torch.", ""), n_pairs, sec, md, peak_rss_mb(), e))
+    print(f"{'system':10s} {'atoms':>7s} {'dtype':>8s} {'pairs<rc':>10s} {'E+grad s':>9s} {'MD step s':>10s} "
+          f"{'peak RSS MB':>12s} {'E total':>14s}")
     for r in rows:
-        print(f"{r[0]:10s} {r[1]:7d} {r[2]:>8s} {r[3]:10d} {r[4]:9.2f} {r[5]:12.0f} {r[6]:14.2f}")
+        print(f"{r[0]:10s} {r[1]:7d} {r[2]:>8s} {r[3]:10d} {r[4]:9.2f} {r[5]:10.3f} {r[6]:12.0f} {r[7]:14.2f}")
+    print("MD step: one step of backmap's thermalisation (float32, all bonds constrained, 0.7 nm cut-off)")
 
 
 if __name__ == "__main__":

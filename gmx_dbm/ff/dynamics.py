@@ -104,8 +104,8 @@ class RestrainedLangevin:
                  friction: float = 5.0, mass: float = 12.0, k_restraint: float = 5000.0, cutoff: float = 0.7,
                  skin: float = 0.1, bonds=None, lengths=None, max_force: float = 5000.0,
                  dtype=torch.float32):
-        if temperature <= 0:
-            raise ValueError("temperature must be positive")
+        if not temperature > 0:
+            raise InputError(f"thermalisation temperature must be positive (kelvin), got {temperature}")
         self.temperature = float(temperature)
         self.steps = int(steps)
         self.dt = float(dt)

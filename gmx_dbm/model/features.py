@@ -92,6 +92,12 @@ class Batch:
     env_c12: torch.Tensor
     bonded: dict                 # kind -> dict(pos (S, m, w, 3), slot (S, m), func (S, m), params, active)
 
+    def head(self, n: int) -> "Batch":
+        """The first n samples (views, no copies)."""
+        return Batch(self.atoms[:n], self.beads[:n], self.grid[:n], self.frames[:n], self.atom_type[:n],
+                     self.env_rel[:n], self.env_c6[:n], self.env_c12[:n],
+                     {k: {f: v[:n] for f, v in d.items()} for k, d in self.bonded.items()})
+
     def to_local(self, rel: torch.Tensor) -> torch.Tensor:
         return torch.einsum("sij,sj->si", self.frames, rel)
 

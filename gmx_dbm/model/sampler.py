@@ -85,7 +85,7 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
         if with_current and s < S:
             rows = torch.arange(sl.start, min(sl.stop, S))
             cur = minimum_image(state.positions[atoms[rows]] - state.centres[batch.beads[:len(rows)]], state.box)
-            sub = _rows(batch, len(rows))
+            sub = batch.head(len(rows))
             e = prior_energy(sub, cur)
             e_current[rows] = torch.where(current[rows], bond_weight * e["bond"] + e["angle"] + e["dihedral"] + e["lj"],
                                           torch.full_like(e["bond"], float("inf")))
@@ -105,14 +105,6 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
     else:
         best = energy.argmin(1)
     return cands[torch.arange(S), best]
-
-
-def _rows(batch, n: int):
-    """The first n samples of a Batch (prior context only is used)."""
-    from .features import Batch
-    return Batch(batch.atoms[:n], batch.beads[:n], batch.grid[:n], batch.frames[:n], batch.atom_type[:n],
-                 batch.env_rel[:n], batch.env_c6[:n], batch.env_c12[:n],
-                 {k: {f: v[:n] for f, v in d.items()} for k, d in batch.bonded.items()})
 
 
 @torch.no_grad()
