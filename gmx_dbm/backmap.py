@@ -116,11 +116,15 @@ class Backmapper:
     md_steps: int = 0
     temperature: float = FALLBACK_TEMPERATURE
     dynamics: object = None
+    stereo_centres: np.ndarray | None = None   # (k, 5) centres whose handedness is fixed, and the signs
+    stereo_signs: np.ndarray | None = None
 
     @classmethod
     def build(cls, system, mapping, model=None, gibbs=None, orientations=None, constraints="auto", seed=0,
               device="cpu", select_temperature=None, proposals=None, proposal_sweeps=None, md_steps=None,
-              temperature=None):
+              temperature=None, stereo="auto"):
+        """``stereo``: 'auto' (the model card's handedness table), 'none', or all-atom frames of this
+        system (a path: .gro/.pdb/.xtc in topology order) to take the handedness from."""
         flat = system.flat()
         mflat = mapping.flat()
         path = resolve_model(model, system, mflat)
@@ -155,8 +159,8 @@ class Backmapper:
         if temperature is None:
             temperature = meta.get("card", {}).get("temperature")
             if md_steps and temperature is not None:
-                log.info("thermalising at %g K, the temperature of the model's training data: give the CG "
-                         "simulation's temperature with --temperature", temperature)
+                log.warning("thermalising at %g K, the temperature of the model's training data: give your CG "
+                            "simulation's temperature with --temperature", temperature)
         if temperature is None:
             temperature = FALLBACK_TEMPERATURE
             if md_steps:
@@ -170,12 +174,41 @@ class Backmapper:
         bm = cls(gen, Recipe(flat, mflat, spec), grid, meta, flat, mflat, int(gibbs), int(orientations),
                  constraints, int(seed), float(select_temperature), max(1, int(proposals)),
                  max(1, int(proposal_sweeps)), md_steps, float(temperature))
+        bm._set_stereo(stereo, path)
         if md_steps:
             from .ff.dynamics import RestrainedLangevin
             bonds, lengths = bm._constraint_arrays() if constraints != "none" else (None, None)
+            chiral = (bm.stereo_centres, bm.stereo_signs) if bm.stereo_signs is not None else None
             bm.dynamics = RestrainedLangevin(flat, mflat.centre, bm.temperature, md_steps, bonds=bonds,
-                                             lengths=lengths)
+                                             lengths=lengths, chiral=chiral)
         return bm
+
+    def _set_stereo(self, stereo, model_path) -> None:
+        from . import stereo as st
+        if stereo is None or str(stereo) == "none":
+            return
+        if str(stereo) == "auto":
+            table = self.meta.get("card", {}).get("stereo") or {}
+            source = f"model {Path(model_path).name}"
+        else:
+            frames = list(read_frames(stereo))
+            if frames and frames[0].n_atoms != self.flat.n_atoms:
+                raise TrajectoryError(f"{frames[0].n_atoms} atoms, expected {self.flat.n_atoms} (the topology's; a "
+                                      "stereo template is an all-atom structure of this system)", path=stereo)
+            table = st.learn(self.flat, ((f.positions, f.box) for f in frames))
+            source = str(stereo)
+        self.stereo_centres, self.stereo_signs = st.targets(self.flat, table)
+        log.info("handedness of %d tetrahedral centres fixed (from %s)", len(self.stereo_signs), source)
+
+    def _fix_handedness(self, pos: torch.Tensor, box, index: int) -> torch.Tensor:
+        if self.stereo_signs is None or not len(self.stereo_signs):
+            return pos
+        from .stereo import repair
+        fixed, n_inv = repair(pos.double().numpy(), np.asarray(box, dtype=np.float64), self.stereo_centres,
+                              self.stereo_signs)
+        log.info("frame %d: %d of %d tetrahedral centres inverted back to their handedness", index, n_inv,
+                 len(self.stereo_signs))
+        return torch.from_numpy(fixed).float()
 
     def _constraint_arrays(self):
         idx, lengths = [], []
@@ -199,13 +232,16 @@ class Backmapper:
         pos = generate_frame(self.generator, self.recipe, self.grid, state, rng, self.gibbs, self.orientations,
                              chunk=INFERENCE_CHUNK, temperature=self.select_temperature, proposals=self.proposals,
                              proposal_sweeps=self.proposal_sweeps)
+        if self.constraints != "none":
+            bonds, lengths = self._constraint_arrays()
+            masses = torch.from_numpy(self.flat.masses).float()
+            pos = constrain_bonds(pos, state.box, bonds, lengths, masses)
+        # after the projection: projecting a distorted frame onto the bond lengths can itself invert centres
+        state.positions = pos = self._fix_handedness(pos, box, index)
         if self.dynamics is not None:
             # the dynamics hold the constrained bonds at their lengths themselves: no polish needed
             pos = torch.from_numpy(self.dynamics.run(pos, box, centres, rng))
         elif self.constraints != "none":
-            bonds, lengths = self._constraint_arrays()
-            masses = torch.from_numpy(self.flat.masses).float()
-            state.positions = constrain_bonds(state.positions, state.box, bonds, lengths, masses)
             for _ in range(POLISH_SWEEPS if self.proposals > 1 else 0):
                 sweep_pass(self.generator, self.recipe, self.grid, state, rng, False, self.orientations,
                            INFERENCE_CHUNK, temperature=self.select_temperature, proposals=self.proposals,
@@ -259,18 +295,19 @@ def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None,
             seed: int = 0, constraints: str = "auto", defines=None, device: str = "cpu",
             progress: bool = True, frames=None, select_temperature: float | None = None,
             quality: bool = True, proposals: int | None = None, proposal_sweeps: int | None = None,
-            md_steps: int | None = None, temperature: float | None = None) -> dict:
+            md_steps: int | None = None, temperature: float | None = None, stereo="auto") -> dict:
     """Backmap every frame of ``cg`` (.gro/.xtc) to ``output`` (.gro/.xtc/.pdb). Returns a summary.
     Sampler settings left as None take the model card's measured defaults. ``md_steps``/``temperature``:
     thermalisation of each generated frame (restrained Langevin dynamics, ``ff.dynamics``) at the CG
-    system's temperature; 0 steps switches it off.
+    system's temperature; 0 steps switches it off. ``stereo``: handedness of tetrahedral centres from the
+    model card ('auto'), from all-atom frames of this system (a path), or not enforced ('none').
     ``quality``: log clashes and energies of every frame (``FrameQuality``); the summary's 'quality'."""
     check_writable(output)
     system = read_topology(topology, defines=defines)
     mapping_paths = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
     smap = read_mapping(mapping_paths, system)
     bm = Backmapper.build(system, smap, model, gibbs, orientations, constraints, seed, device, select_temperature,
-                          proposals, proposal_sweeps, md_steps, temperature)
+                          proposals, proposal_sweeps, md_steps, temperature, stereo)
     atoms = AtomInfo.from_topology(bm.flat)
     # constrained bonds have (near) zero energy by construction: not a warning
     qc = FrameQuality(bm.flat, bm.meta.get("card"), skip_terms={"bond"} if bm.constraints != "none" else ()) \

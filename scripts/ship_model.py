@@ -24,6 +24,9 @@ def main():
                     help="default Boltzmann selection temperature stored in the card")
     ap.add_argument("--temperature", type=float, default=None,
                     help="temperature of the training data (K): the default thermalisation temperature")
+    ap.add_argument("--stereo-from", nargs=2, default=None, metavar=("AA", "TOP"),
+                    help="learn the handedness table of tetrahedral centres from these all-atom frames (the "
+                         "training data) for a model trained before the trainer recorded it")
     ap.add_argument("--sampler", default=None,
                     help='default sampler settings stored in the card, JSON, e.g. \'{"gibbs": 6, "proposals": 16}\'')
     args = ap.parse_args()
@@ -35,6 +38,13 @@ def main():
         meta.setdefault("card", {})["sampler"] = json.loads(args.sampler)
     if args.temperature is not None:
         meta.setdefault("card", {})["temperature"] = args.temperature
+    if args.stereo_from:
+        from gmx_dbm import stereo
+        from gmx_dbm.io import read_frames
+        from gmx_dbm.io.topology import read_topology
+        flat = read_topology(args.stereo_from[1]).flat()
+        meta.setdefault("card", {})["stereo"] = stereo.learn(
+            flat, ((f.positions, f.box) for f in read_frames(args.stereo_from[0])))
     meta = {k: v for k, v in meta.items() if k not in ("format", "generator")}
     # paths in the stored config are the trainer's machine's; keep file names only
     cfg = meta.get("config", {})
@@ -66,6 +76,8 @@ def main():
              f"- chemically specific: {card.get('specific')}",
              f"- default selection temperature for --orientations > 1: {card.get('select_temperature', 0.0)} K",
              f"- default sampler settings (used when the command line leaves them open): {card.get('sampler', {})}",
+             f"- handedness of tetrahedral centres enforced (learnt from the training data): "
+             f"{ {t: len(d) for t, d in card.get('stereo', {}).items()} or 'none'} centres per molecule type",
              f"- temperature of the training data, the default thermalisation temperature (--temperature): "
              f"{card.get('temperature', 'not recorded (300 K is used)')} K",
              "", "The full resolved config is stored in the file's safetensors metadata (`gmx_dbm` entry).", ""]

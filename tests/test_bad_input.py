@@ -151,6 +151,11 @@ CASES = [
          ["cg_3_beads.xtc", "frame 0", "has 3 atoms, expected 4"], sub=True),
     Case("cg-xtc-empty", BACKMAP + ["-c", "{G}/empty.xtc"],
          ["empty.xtc", "empty file", "expected XTC frames"]),
+    # --- thermalisation options ----------------------------------------------------------------------
+    Case("backmap-negative-temperature", BACKMAP + ["-c", "{CG}", "--temperature", "-5"],
+         ["temperature must be positive", "-5"]),
+    Case("backmap-negative-md-steps", BACKMAP + ["-c", "{CG}", "--md-steps", "-1"],
+         ["MD steps must be 0 (off) or positive", "-1"]),
     # --- topology reader -----------------------------------------------------------------------------
     Case("top-missing-include", ["energy", "-c", "{D}/toy.gro", "-p", "{B}/missing_include.top"],
          ["missing_include.top:2", "#include file 'toy_ff_missing.itp' not found", "searched:"], sub=True),

@@ -30,6 +30,11 @@ def add_arguments(p):
     p.add_argument("--md-steps", type=int, default=None, metavar="N",
                    help="thermalisation: N steps (4 fs) of Langevin dynamics in the force field with every bead "
                         "restrained to its CG position (0: off; default: the model card's, else 300)")
+    p.add_argument("--stereo-template", default=None, metavar="AA",
+                   help="all-atom structure of this system (.gro/.pdb/.xtc, topology order) whose tetrahedral "
+                        "centres give the handedness to enforce (default: the model card's, learnt in training)")
+    p.add_argument("--no-stereo", action="store_true",
+                   help="do not invert generated tetrahedral centres to the known handedness")
     p.add_argument("--no-quality", action="store_true",
                    help="skip the per-frame quality report (clashes, energies per term, warnings)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
@@ -47,6 +52,10 @@ def add_arguments(p):
     # ---- end of relaxation options ----
 
 
+def _stereo(args):
+    return "none" if args.no_stereo else (args.stereo_template or "auto")
+
+
 def run(args) -> int:
     import sys
 
@@ -62,6 +71,6 @@ def run(args) -> int:
             orientations=args.orientations, seed=args.seed, constraints=args.constraints,
             defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
             proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, quality=not args.no_quality,
-            md_steps=args.md_steps, temperature=args.temperature,
+            md_steps=args.md_steps, temperature=args.temperature, stereo=_stereo(args),
             progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
     return 0

@@ -93,7 +93,8 @@ def relax_after_backmap(args) -> int:
                       orientations=args.orientations, seed=args.seed, constraints=args.constraints,
                       defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
                       proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps,
-                      temperature=args.temperature, quality=not args.no_quality)
+                      temperature=args.temperature, quality=not args.no_quality,
+                      stereo="none" if args.no_stereo else (args.stereo_template or "auto"))
     # the GROMACS MD runs at the temperature the frames were thermalised at (the CG system's)
     options.temperature = summary["temperature"]
     relax(backmapped, args.topology, args.output, options, workdir=wd / "relax", defines=args.defines or None)

@@ -283,7 +283,17 @@ class Trainer:
                 "training_files": [f for ds in self.cfg.data for f in ds.aa],
                 "prior": self.cfg.prior.mode, "size": self.cfg.model.size,
                 "constraints": self.cfg.constraints, "specific": self.cfg.chemically_specific,
-                "molecules": self.molecules, "reference_stats": self.reference_stats()}
+                "molecules": self.molecules, "reference_stats": self.reference_stats(),
+                "stereo": self.stereo_table()}
+
+    def stereo_table(self) -> dict:
+        """Handedness of the tetrahedral centres in the training frames (``gmx_dbm.stereo``): backmap
+        inverts generated centres that disagree. Computed once."""
+        if getattr(self, "_stereo", None) is None:
+            from .. import stereo
+            self._stereo = stereo.merge(
+                stereo.learn(d.recipe.flat, zip(d.aa.double().numpy(), d.box.double().numpy())) for d in self.data)
+        return self._stereo
 
     def reference_stats(self) -> dict | None:
         """Energy per term per atom (mean, std) and clashes of the training frames, for backmap's
