@@ -118,6 +118,7 @@ class Backmapper:
     dynamics: object = None
     stereo_centres: np.ndarray | None = None   # (k, 5) centres whose handedness is fixed, and the signs
     stereo_signs: np.ndarray | None = None
+    temperature_note: str | None = None
 
     @classmethod
     def build(cls, system, mapping, model=None, gibbs=None, orientations=None, constraints="auto", seed=0,
@@ -156,16 +157,16 @@ class Backmapper:
         md_steps = int(chosen["md_steps"])
         if md_steps < 0:
             raise InputError(f"MD steps must be 0 (off) or positive, got {md_steps}")
+        note = None  # logged once the first CG frame has been checked (bad input: one error line only)
         if temperature is None:
             temperature = meta.get("card", {}).get("temperature")
             if md_steps and temperature is not None:
-                log.warning("thermalising at %g K, the temperature of the model's training data: give your CG "
-                            "simulation's temperature with --temperature", temperature)
+                note = (f"thermalising at {temperature:g} K, the temperature of the model's training data: give "
+                        "your CG simulation's temperature with --temperature")
         if temperature is None:
             temperature = FALLBACK_TEMPERATURE
             if md_steps:
-                log.warning("thermalising at %g K: give the CG simulation's temperature with --temperature",
-                            temperature)
+                note = f"thermalising at {temperature:g} K: give the CG simulation's temperature with --temperature"
         if not temperature > 0:
             raise InputError(f"temperature must be positive (kelvin), got {temperature}")
         log.info("model %s (%s), %d Gibbs sweeps, %d orientations (selection at %g K), constraints %s, "
@@ -174,6 +175,7 @@ class Backmapper:
         bm = cls(gen, Recipe(flat, mflat, spec), grid, meta, flat, mflat, int(gibbs), int(orientations),
                  constraints, int(seed), float(select_temperature), max(1, int(proposals)),
                  max(1, int(proposal_sweeps)), md_steps, float(temperature))
+        bm.temperature_note = note
         bm._set_stereo(stereo, path)
         if md_steps:
             from .ff.dynamics import RestrainedLangevin
@@ -327,6 +329,9 @@ def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None,
                 if frames is not None and i not in frames:
                     continue
                 check_cg_frame(fr, bm.mflat, cg, i)
+                if bm.temperature_note:
+                    log.warning(bm.temperature_note)
+                    bm.temperature_note = None
                 tf = time.perf_counter()
                 pos = bm.frame(fr.positions, fr.box, i)
                 writer.write(Frame(pos, np.asarray(fr.box, dtype=np.float64), time=fr.time, step=fr.step))
