@@ -54,7 +54,7 @@ def one(args):
         t = time.perf_counter()
         s = backmap(cg, top, [ROOT / "mappings" / "sps.map"], tmp / "out.gro", model=args.model,
                     gibbs=args.gibbs, orientations=args.orientations, seed=0, progress=False,
-                    proposals=args.proposals, quality=False)
+                    proposals=args.proposals, quality=False, md_steps=args.md_steps, temperature=453.0)
         s["seconds"] = time.perf_counter() - t
         s["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(s))
@@ -66,6 +66,7 @@ def main():
     ap.add_argument("--gibbs", type=int, default=None)
     ap.add_argument("--orientations", type=int, default=None)
     ap.add_argument("--proposals", type=int, default=None)
+    ap.add_argument("--md-steps", type=int, default=None, help="thermalisation steps (default: the card's)")
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
@@ -74,13 +75,14 @@ def main():
         return one(args)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"gibbs {args.gibbs}, orientations {args.orientations}, proposals {args.proposals}, "
+          f"md steps {args.md_steps}, "
           f"model {args.model or 'default'}")
     print(f"{'atoms':>8} {'seconds':>9} {'atoms/s':>9} {'peak RSS MB':>12}")
     for n in args.replicas:
         cmd = [sys.executable, __file__, "--one", str(n), "--threads", str(args.threads)]
-        for opt in ("gibbs", "orientations", "proposals"):
+        for opt in ("gibbs", "orientations", "proposals", "md_steps"):
             if getattr(args, opt) is not None:
-                cmd += [f"--{opt}", str(getattr(args, opt))]
+                cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
         if args.model:
             cmd += ["--model", args.model]
         out = subprocess.run(cmd, capture_output=True, text=True)

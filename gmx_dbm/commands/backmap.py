@@ -30,11 +30,12 @@ def add_arguments(p):
     p.add_argument("--md-steps", type=int, default=None, metavar="N",
                    help="thermalisation: N steps (4 fs) of Langevin dynamics in the force field with every bead "
                         "restrained to its CG position (0: off; default: the model card's, else 300)")
+    p.add_argument("--stereo", action="store_true",
+                   help="invert generated tetrahedral centres to the handedness the model card learnt in training "
+                        "(experimental: fixes tacticity, but 300 MD steps leave the inverted centres strained)")
     p.add_argument("--stereo-template", default=None, metavar="AA",
-                   help="all-atom structure of this system (.gro/.pdb/.xtc, topology order) whose tetrahedral "
-                        "centres give the handedness to enforce (default: the model card's, learnt in training)")
-    p.add_argument("--no-stereo", action="store_true",
-                   help="do not invert generated tetrahedral centres to the known handedness")
+                   help="as --stereo, with the handedness of this all-atom structure of the system (.gro/.pdb/.xtc, "
+                        "topology order)")
     p.add_argument("--no-quality", action="store_true",
                    help="skip the per-frame quality report (clashes, energies per term, warnings)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
@@ -53,7 +54,7 @@ def add_arguments(p):
 
 
 def _stereo(args):
-    return "none" if args.no_stereo else (args.stereo_template or "auto")
+    return args.stereo_template or ("auto" if args.stereo else "none")
 
 
 def run(args) -> int:

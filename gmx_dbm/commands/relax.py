@@ -94,7 +94,7 @@ def relax_after_backmap(args) -> int:
                       defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
                       proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps,
                       temperature=args.temperature, quality=not args.no_quality,
-                      stereo="none" if args.no_stereo else (args.stereo_template or "auto"))
+                      stereo=args.stereo_template or ("auto" if args.stereo else "none"))
     # the GROMACS MD runs at the temperature the frames were thermalised at (the CG system's)
     options.temperature = summary["temperature"]
     relax(backmapped, args.topology, args.output, options, workdir=wd / "relax", defines=args.defines or None)

@@ -103,7 +103,7 @@ class RestrainedLangevin:
     def __init__(self, flat, centre, temperature: float, steps: int = 300, dt: float = 0.004,
                  friction: float = 5.0, mass: float = 12.0, k_restraint: float = 5000.0, cutoff: float = 0.7,
                  skin: float = 0.1, bonds=None, lengths=None, max_force: float = 5000.0,
-                 anneal: float = 1.0, anneal_fraction: float = 0.5, chiral=None, k_chiral: float = 2e8,
+                 anneal: float = 1.0, anneal_fraction: float = 0.5, chiral=None, k_chiral: float = 2e8, chiral_fraction: float = 0.2,
                  dtype=torch.float32):
         if not temperature > 0:
             raise InputError(f"thermalisation temperature must be positive (kelvin), got {temperature}")
@@ -124,6 +124,7 @@ class RestrainedLangevin:
             self.chiral = (torch.as_tensor(np.asarray(chiral[0])[:, :4], dtype=torch.int64),
                            torch.as_tensor(np.asarray(chiral[1]), dtype=dtype))
         self.k_chiral = float(k_chiral)
+        self.chiral_fraction = float(chiral_fraction)
         self.anneal = float(anneal)
         self.anneal_fraction = float(anneal_fraction)
         self.dtype = dtype
@@ -151,7 +152,7 @@ class RestrainedLangevin:
         a, b, d = (minimum_image(x[idx[:, k]] - c, box) for k in (1, 2, 3))
         vol = sign * (a * torch.cross(b, d, dim=-1)).sum(-1)
         # 0.770: triple product of three unit vectors at the tetrahedral angle
-        v_min = 0.5 * 0.770 * (a.norm(dim=-1) * b.norm(dim=-1) * d.norm(dim=-1)).detach()
+        v_min = self.chiral_fraction * 0.770 * (a.norm(dim=-1) * b.norm(dim=-1) * d.norm(dim=-1)).detach()
         return 0.5 * self.k_chiral * (torch.relu(v_min - vol) ** 2).sum()
 
     def _forces(self, x, box, ref, pairs):
