@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .ff.geometry import minimum_image as _ff_minimum_image
+from .ff.geometry import minimum_image_one_box as minimum_image  # noqa: F401 (used by model code)
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,6 @@ class GridSpec:
         """Voxel-centre coordinates along one axis, nm."""
         n = self.resolution
         return (torch.arange(n, dtype=dtype, device=device) - (n - 1) / 2.0) * self.spacing
-
-
-def minimum_image(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """Minimum-image vectors d (..., 3) for one triclinic box (3, 3) (rows a, b, c)."""
-    return _ff_minimum_image(d.unsqueeze(0), box.unsqueeze(0)).squeeze(0)
 
 
 def rotation_about_z(angles: torch.Tensor) -> torch.Tensor:

@@ -21,16 +21,11 @@ import torch
 from ..errors import InputError
 from ..geometry import box_heights, periodic_pairs
 from .forcefield import ForceField, NonbondedSettings
-from .geometry import minimum_image as _minimum_image
+from .geometry import minimum_image_one_box as minimum_image
 
 log = logging.getLogger(__name__)
 
 KB = 0.00831446261815324  # kJ/mol/K
-
-
-def minimum_image(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """Minimum-image vectors d (..., 3) in one box (3, 3)."""
-    return _minimum_image(d[None], box[None])[0]
 
 
 def project_bonds(x: torch.Tensor, box: torch.Tensor, bonds: torch.Tensor, lengths: torch.Tensor,

@@ -25,6 +25,11 @@ def minimum_image(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     return d
 
 
+def minimum_image_one_box(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Minimum-image vectors d (..., 3) for one box (3, 3) (rows a, b, c)."""
+    return minimum_image(d.unsqueeze(0), box.unsqueeze(0)).squeeze(0)
+
+
 def pbc_vector(x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:
     """x_j - x_i for index tensors i, j (m,) of positions x (B, N, 3), minimum image if a box is given."""
     d = x[:, j] - x[:, i]

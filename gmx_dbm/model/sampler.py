@@ -161,20 +161,5 @@ def constrain_bonds(positions: torch.Tensor, box: torch.Tensor, bonds: torch.Ten
     """Move bonded atoms onto the given bond lengths (mass-weighted SHAKE-like projection, Jacobi
     iterations, all bonds at once). Used when the training data had constrained bonds, as MD with
     constraints does. positions (N, 3), bonds (m, 2), lengths (m,) nm, masses (N,)."""
-    x = positions.clone()
-    i, j = bonds[:, 0], bonds[:, 1]
-    inv_m = 1.0 / masses
-    wi = (inv_m[i] / (inv_m[i] + inv_m[j]))[:, None]
-    wj = (inv_m[j] / (inv_m[i] + inv_m[j]))[:, None]
-    deg = torch.zeros(x.shape[0]).index_add_(0, i, torch.ones(len(i))).index_add_(0, j, torch.ones(len(j)))
-    relax = (1.0 / deg.clamp_min(1))[:, None]
-    for _ in range(iterations):
-        d = minimum_image(x[j] - x[i], box)
-        r = d.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-        err = (r - lengths[:, None]) / r
-        if float(err.abs().max()) < tol:
-            break
-        corr = d * err
-        dx = torch.zeros_like(x).index_add_(0, i, wi * corr).index_add_(0, j, -wj * corr)
-        x = x + dx * relax * 1.5
-    return x
+    from ..ff.dynamics import project_bonds
+    return project_bonds(positions.clone(), box, bonds, lengths, 1.0 / masses, iterations, tol)
