@@ -34,6 +34,7 @@ def main():
     ap.add_argument("--temperature", type=float, default=453.0, help="thermalisation temperature (the set's)")
     ap.add_argument("--first", type=int, default=0, help="use CG frames from this index on (a held-out split)")
     ap.add_argument("--constraints", default="auto")
+    ap.add_argument("--stereo", default="auto", help="auto (the card's handedness table), none, or an all-atom template")
     ap.add_argument("--compare", action="store_true", help="also score deepbackmap.xtc and baseline.xtc")
     ap.add_argument("--out", default=None, help="keep the backmapped trajectory here")
     ap.add_argument("--json", default=None)
@@ -53,7 +54,8 @@ def main():
                     model=args.model, gibbs=args.gibbs, orientations=args.orientations, seed=0,
                     constraints=args.constraints, progress=False, frames=pick,
                     select_temperature=args.select_temperature, proposals=args.proposals, quality=False,
-                    proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps, temperature=args.temperature)
+                    proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps, temperature=args.temperature,
+                    stereo=args.stereo)
         dt = time.perf_counter() - t
         cands = [out] + ([t453 / "deepbackmap.xtc", t453 / "baseline.xtc"] if args.compare else [])
         res = evaluate(t453 / "aa.xtc", cands, ROOT / "topologies" / "sps.top", plots=False, json_path=args.json)

@@ -25,7 +25,7 @@ from .mapping import read_mapping
 from .model.checkpoint import load_model, read_model_meta
 from .model.features import build_state
 from .model.recipe import FeatureSpec, Recipe
-from .model.sampler import constrain_bonds, generate_frame, sweep_pass
+from .model.sampler import constrain_bonds, generate_frame, regenerate_beads, sweep_pass
 from .voxel import GridSpec
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ MD_STEPS = 300
 # atoms per generator call: per-sample cost doubles above ~1000 on a 2-core CPU (activations leave the
 # cache; measured 0.28 ms at 512, 0.56 ms at 2880) and memory grows with it; linear in atoms this way
 INFERENCE_CHUNK = 512
+# rounds of redrawing the beads of inverted tetrahedral centres before the rest are mirrored back
+STEREO_REDRAWS = 4
 FALLBACK_TEMPERATURE = 300.0
 
 
@@ -118,12 +120,13 @@ class Backmapper:
     dynamics: object = None
     stereo_centres: np.ndarray | None = None   # (k, 5) centres whose handedness is fixed, and the signs
     stereo_signs: np.ndarray | None = None
+    ch_centres: np.ndarray | None = None      # (m, 5) every CH centre with three heavy neighbours
     temperature_note: str | None = None
 
     @classmethod
     def build(cls, system, mapping, model=None, gibbs=None, orientations=None, constraints="auto", seed=0,
               device="cpu", select_temperature=None, proposals=None, proposal_sweeps=None, md_steps=None,
-              temperature=None, stereo="none"):
+              temperature=None, stereo="auto"):
         """``stereo``: 'auto' (the model card's handedness table), 'none', or all-atom frames of this
         system (a path: .gro/.pdb/.xtc in topology order) to take the handedness from."""
         flat = system.flat()
@@ -176,6 +179,8 @@ class Backmapper:
                  constraints, int(seed), float(select_temperature), max(1, int(proposals)),
                  max(1, int(proposal_sweeps)), md_steps, float(temperature))
         bm.temperature_note = note
+        from .stereo import find_centres
+        bm.ch_centres = find_centres(flat)
         bm._set_stereo(stereo, path)
         if md_steps:
             from .ff.dynamics import RestrainedLangevin
@@ -202,15 +207,40 @@ class Backmapper:
         self.stereo_centres, self.stereo_signs = st.targets(self.flat, table)
         log.info("handedness of %d tetrahedral centres fixed (from %s)", len(self.stereo_signs), source)
 
-    def _fix_handedness(self, pos: torch.Tensor, box, index: int) -> torch.Tensor:
-        if self.stereo_signs is None or not len(self.stereo_signs):
+    def _fix_centres(self, state, pos: torch.Tensor, box, index: int, rng: torch.Generator,
+                     project=None) -> torch.Tensor:
+        """Tetrahedral CH centres: hydrogens left on their heavy neighbours' side go opposite them
+        (``stereo.place_hydrogens``, always); with a handedness table, centres of the wrong handedness
+        get their beads redrawn by the generator (new noise, every other atom present; up to
+        STEREO_REDRAWS rounds, the later ones redrawing the beads of the centre's neighbours too), and
+        the few left are mirrored back (``stereo.repair``)."""
+        from .stereo import handedness, place_hydrogens, repair
+        if not len(self.ch_centres):
             return pos
-        from .stereo import repair
-        fixed, n_inv = repair(pos.double().numpy(), np.asarray(box, dtype=np.float64), self.stereo_centres,
-                              self.stereo_signs)
-        log.info("frame %d: %d of %d tetrahedral centres inverted back to their handedness", index, n_inv,
-                 len(self.stereo_signs))
-        return torch.from_numpy(fixed).float()
+        box64 = np.asarray(box, dtype=np.float64)
+        x, n_h = place_hydrogens(pos.double().numpy(), box64, self.ch_centres)
+        if self.stereo_signs is None or not len(self.stereo_signs):
+            log.info("frame %d: %d of %d CH hydrogens moved off their heavy neighbours' side", index, n_h,
+                     len(self.ch_centres))
+            return torch.from_numpy(x).float()
+        cen, signs = self.stereo_centres, self.stereo_signs
+        wrong = handedness(x, box64, cen) != signs
+        first = int(wrong.sum())
+        for attempt in range(STEREO_REDRAWS):
+            if not wrong.any():
+                break
+            cols = [0] if attempt < STEREO_REDRAWS // 2 else [0, 1, 2, 3]
+            beads = torch.from_numpy(self.recipe.atom_bead[cen[wrong][:, cols].ravel()])
+            state.positions = torch.from_numpy(x).float()
+            regenerate_beads(self.generator, self.recipe, self.grid, state, beads, rng, chunk=INFERENCE_CHUNK)
+            p = state.positions if project is None else project(state.positions)
+            x, moved = place_hydrogens(p.double().numpy(), box64, self.ch_centres)
+            n_h += moved
+            wrong = handedness(x, box64, cen) != signs
+        x, n_inv = repair(x, box64, cen, signs)
+        log.info("frame %d: %d CH hydrogens moved off their heavy neighbours' side; %d of %d centres came out "
+                 "inverted, %d after redrawing their beads (mirrored back)", index, n_h, first, len(signs), n_inv)
+        return torch.from_numpy(x).float()
 
     def _constraint_arrays(self):
         idx, lengths = [], []
@@ -234,12 +264,16 @@ class Backmapper:
         pos = generate_frame(self.generator, self.recipe, self.grid, state, rng, self.gibbs, self.orientations,
                              chunk=INFERENCE_CHUNK, temperature=self.select_temperature, proposals=self.proposals,
                              proposal_sweeps=self.proposal_sweeps)
+        project = None
         if self.constraints != "none":
             bonds, lengths = self._constraint_arrays()
             masses = torch.from_numpy(self.flat.masses).float()
-            pos = constrain_bonds(pos, state.box, bonds, lengths, masses)
+
+            def project(p):
+                return constrain_bonds(p, state.box, bonds, lengths, masses)
+            pos = project(pos)
         # after the projection: projecting a distorted frame onto the bond lengths can itself invert centres
-        state.positions = pos = self._fix_handedness(pos, box, index)
+        state.positions = pos = self._fix_centres(state, pos, box, index, rng, project)
         if self.dynamics is not None:
             # the dynamics hold the constrained bonds at their lengths themselves: no polish needed
             pos = torch.from_numpy(self.dynamics.run(pos, box, centres, rng))
@@ -297,13 +331,14 @@ def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None,
             seed: int = 0, constraints: str = "auto", defines=None, device: str = "cpu",
             progress: bool = True, frames=None, select_temperature: float | None = None,
             quality: bool = True, proposals: int | None = None, proposal_sweeps: int | None = None,
-            md_steps: int | None = None, temperature: float | None = None, stereo="none") -> dict:
+            md_steps: int | None = None, temperature: float | None = None, stereo="auto") -> dict:
     """Backmap every frame of ``cg`` (.gro/.xtc) to ``output`` (.gro/.xtc/.pdb). Returns a summary.
     Sampler settings left as None take the model card's measured defaults. ``md_steps``/``temperature``:
     thermalisation of each generated frame (restrained Langevin dynamics, ``ff.dynamics``) at the CG
     system's temperature; 0 steps switches it off. ``stereo``: handedness of tetrahedral centres from the
-    model card ('auto'), from all-atom frames of this system (a path), or not enforced ('none', default:
-    measured, the inverted centres stay strained after 300 MD steps, angle energy +12-16%).
+    model card ('auto', default), from all-atom frames of this system (a path), or not enforced ('none');
+    centres that come out inverted have their beads redrawn (``Backmapper._fix_centres``). CH hydrogens
+    left on their heavy neighbours' side are put opposite them in every case.
     ``quality``: log clashes and energies of every frame (``FrameQuality``); the summary's 'quality'."""
     check_writable(output)
     system = read_topology(topology, defines=defines)

@@ -73,3 +73,36 @@ def test_learn_and_targets_from_frames(sps, root):
     t2["PS1"][k] = -t2["PS1"][k]
     merged = stereo.merge([table, t2])
     assert k not in merged["PS1"] and len(merged["PS1"]) == len(table["PS1"]) - 1
+
+
+def test_hydrogen_on_the_heavy_side_is_put_opposite():
+    x, box, c = _tetrahedron()
+    assert not stereo.hydrogens_inside(x, box, c).any()
+    same, n = stereo.place_hydrogens(x, box, c)
+    assert n == 0 and np.array_equal(same, x)
+    # hydrogen pushed through to the heavy atoms' side (as the generator sometimes leaves it)
+    bad = x.copy()
+    bad[4] = x[0] - 0.8 * (x[4] - x[0])
+    assert stereo.hydrogens_inside(bad, box, c).tolist() == [True]
+    y, n = stereo.place_hydrogens(bad, box, c)
+    assert n == 1 and not stereo.hydrogens_inside(y, box, c).any()
+    assert np.linalg.norm(y[4] - y[0]) == pytest.approx(np.linalg.norm(bad[4] - bad[0]), abs=1e-12)
+    # on a regular tetrahedron "opposite the heavy atoms" is exactly where the hydrogen was
+    assert np.allclose(_unit(y[4] - y[0]), _unit(x[4] - x[0]), atol=1e-9)
+    assert np.array_equal(y[:4], bad[:4])
+
+
+def test_place_hydrogens_across_the_periodic_boundary():
+    x, box, c = _tetrahedron()
+    x[4] = x[0] - (x[4] - x[0])
+    x = x - 1.5
+    x = x - np.floor(x / 3.0) * 3.0
+    y, n = stereo.place_hydrogens(x, box, c)
+    assert n == 1 and not stereo.hydrogens_inside(y, box, c).any()
+    d = y[4] - y[0]
+    d -= np.round(d / 3.0) * 3.0
+    assert np.linalg.norm(d) == pytest.approx(0.11, abs=1e-12)
+
+
+def _unit(v):
+    return v / np.linalg.norm(v)

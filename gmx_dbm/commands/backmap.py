@@ -1,6 +1,10 @@
 """`gmx_dbm backmap`: CG frames -> all-atom frames with a deepBackmap model."""
 from __future__ import annotations
 
+import argparse
+
+from ..errors import InputError
+
 HELP = "backmap coarse-grained frames (.gro/.xtc) to all-atom frames (.gro/.xtc/.pdb)"
 
 
@@ -30,12 +34,13 @@ def add_arguments(p):
     p.add_argument("--md-steps", type=int, default=None, metavar="N",
                    help="thermalisation: N steps (4 fs) of Langevin dynamics in the force field with every bead "
                         "restrained to its CG position (0: off; default: the model card's, else 300)")
-    p.add_argument("--stereo", action="store_true",
-                   help="invert generated tetrahedral centres to the handedness the model card learnt in training "
-                        "(experimental: fixes tacticity, but 300 MD steps leave the inverted centres strained)")
+    p.add_argument("--no-stereo", action="store_true",
+                   help="do not enforce the handedness of tetrahedral centres (default: the model card's table, "
+                        "learnt from its training data: inverted centres are redrawn by the generator)")
+    p.add_argument("--stereo", action="store_true", help=argparse.SUPPRESS)  # the default since 0.x; kept
     p.add_argument("--stereo-template", default=None, metavar="AA",
-                   help="as --stereo, with the handedness of this all-atom structure of the system (.gro/.pdb/.xtc, "
-                        "topology order)")
+                   help="take the handedness of tetrahedral centres from this all-atom structure of the system "
+                        "(.gro/.pdb/.xtc, topology order) instead of the model card")
     p.add_argument("--no-quality", action="store_true",
                    help="skip the per-frame quality report (clashes, energies per term, warnings)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
@@ -53,8 +58,11 @@ def add_arguments(p):
     # ---- end of relaxation options ----
 
 
-def _stereo(args):
-    return args.stereo_template or ("auto" if args.stereo else "none")
+def stereo_choice(args):
+    """The ``stereo`` argument of ``backmap`` from the command line."""
+    if args.no_stereo and (args.stereo or args.stereo_template):
+        raise InputError("--no-stereo contradicts --stereo/--stereo-template")
+    return args.stereo_template or ("none" if args.no_stereo else "auto")
 
 
 def run(args) -> int:
@@ -72,6 +80,6 @@ def run(args) -> int:
             orientations=args.orientations, seed=args.seed, constraints=args.constraints,
             defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
             proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, quality=not args.no_quality,
-            md_steps=args.md_steps, temperature=args.temperature, stereo=_stereo(args),
+            md_steps=args.md_steps, temperature=args.temperature, stereo=stereo_choice(args),
             progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
     return 0

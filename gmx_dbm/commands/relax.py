@@ -83,6 +83,7 @@ def relax_after_backmap(args) -> int:
     """``gmx_dbm backmap ... --relax``: backmap into the work directory, then relax each frame."""
     from ..backmap import backmap
     from ..io.safe import check_writable
+    from .backmap import stereo_choice
     from ..relax import fresh_workdir, relax
     options = options_from_args(args)
     options.check()
@@ -94,7 +95,7 @@ def relax_after_backmap(args) -> int:
                       defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
                       proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps,
                       temperature=args.temperature, quality=not args.no_quality,
-                      stereo=args.stereo_template or ("auto" if args.stereo else "none"))
+                      stereo=stereo_choice(args))
     # the GROMACS MD runs at the temperature the frames were thermalised at (the CG system's)
     options.temperature = summary["temperature"]
     relax(backmapped, args.topology, args.output, options, workdir=wd / "relax", defines=args.defines or None)

@@ -156,6 +156,33 @@ def sweep_pass(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng
             state.placed[atoms] = True
 
 
+@torch.no_grad()
+def regenerate_beads(generator, recipe: Recipe, grid: GridSpec, state: FrameState, beads: torch.Tensor,
+                     rng: torch.Generator, sweeps: int = 1, chunk: int = 4096) -> None:
+    """Generate the atoms of ``beads`` afresh with every other atom present: their atoms are removed,
+    placed again in generation order (each sees the other beads' atoms and its own bead's atoms placed so
+    far), then refined by ``sweeps`` Gibbs sweeps over these beads only. New noise and orientation draws
+    from ``rng``. Used to redraw a bead whose atoms came out with a wrong configuration (an inverted
+    tetrahedral centre) instead of deforming it into the right one."""
+    beads = torch.unique(torch.as_tensor(beads, dtype=torch.int64))
+    if len(beads) == 0:
+        return
+    seq = torch.from_numpy(recipe.bead_seq)[beads]
+    beads_of = torch.from_numpy(recipe.atom_bead)
+    atoms = seq[seq >= 0]
+    refine_candidates(state, grid)   # while every atom is placed: candidate lists keep the redrawn atoms
+    state.placed[atoms] = False
+    for sweep in range(1 + sweeps):
+        for k in range(recipe.n_steps):
+            step_atoms = seq[:, k]
+            step_atoms = step_atoms[step_atoms >= 0]
+            if len(step_atoms) == 0:
+                continue
+            rel = place(generator, recipe, grid, state, step_atoms, False, rng, chunk=chunk)
+            state.positions[step_atoms] = state.centres[beads_of[step_atoms]] + rel
+            state.placed[step_atoms] = True
+
+
 def constrain_bonds(positions: torch.Tensor, box: torch.Tensor, bonds: torch.Tensor, lengths: torch.Tensor,
                     masses: torch.Tensor, iterations: int = 100, tol: float = 1e-5) -> torch.Tensor:
     """Move bonded atoms onto the given bond lengths (mass-weighted SHAKE-like projection, Jacobi
