@@ -45,7 +45,11 @@ def replicate(n: int, workdir: Path):
 def one(args):
     import torch
 
+    import logging
+
     from gmx_dbm.backmap import backmap
+    # the per-frame split (generation / thermalisation, pair-list builds) goes to stderr; main prints it
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +94,9 @@ def main():
             print(f"replicas {n}: failed\n{out.stderr[-2000:]}")
             continue
         s = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{s['atoms']:>8} {s['seconds']:>9.1f} {s['atoms'] / s['seconds']:>9.0f} {s['peak_rss_mb']:>12.0f}")
+        split = [ln for ln in out.stderr.splitlines() if "thermalised (" in ln]
+        print(f"{s['atoms']:>8} {s['seconds']:>9.1f} {s['atoms'] / s['seconds']:>9.0f} {s['peak_rss_mb']:>12.0f}"
+              + (f"   ({split[-1].split(': ', 1)[-1]})" if split else ""))
 
 
 if __name__ == "__main__":

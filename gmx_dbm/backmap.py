@@ -257,6 +257,7 @@ class Backmapper:
     def frame(self, centres: np.ndarray, box: np.ndarray, index: int = 0) -> np.ndarray:
         """Positions (N, 3) nm, wrapped into the box, for one CG frame (bead centres (nb, 3))."""
         rng = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        t_gen = time.perf_counter()
         state = build_state(self.recipe, self.grid, centres, box)
         # with constraints the sweeps run on flexible bonds (best angles), then bonds are projected onto
         # their lengths and polished: sweeps with stiff bonds and small local moves, each followed by a
@@ -276,7 +277,10 @@ class Backmapper:
         state.positions = pos = self._fix_centres(state, pos, box, index, rng, project)
         if self.dynamics is not None:
             # the dynamics hold the constrained bonds at their lengths themselves: no polish needed
+            t_md = time.perf_counter()
             pos = torch.from_numpy(self.dynamics.run(pos, box, centres, rng))
+            log.info("frame %d: generated in %.1f s, thermalised (%d steps, %d pair-list builds) in %.1f s", index,
+                     t_md - t_gen, self.dynamics.steps, self.dynamics.last_rebuilds, time.perf_counter() - t_md)
         elif self.constraints != "none":
             for _ in range(POLISH_SWEEPS if self.proposals > 1 else 0):
                 sweep_pass(self.generator, self.recipe, self.grid, state, rng, False, self.orientations,

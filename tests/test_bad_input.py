@@ -156,6 +156,8 @@ CASES = [
          ["temperature must be positive", "-5"]),
     Case("backmap-negative-md-steps", BACKMAP + ["-c", "{CG}", "--md-steps", "-1"],
          ["MD steps must be 0 (off) or positive", "-1"]),
+    Case("backmap-stereo-contradiction", BACKMAP + ["-c", "{CG}", "--no-stereo", "--stereo-template", "{CG}"],
+         ["--no-stereo contradicts --stereo/--stereo-template"]),
     # --- topology reader -----------------------------------------------------------------------------
     Case("top-missing-include", ["energy", "-c", "{D}/toy.gro", "-p", "{B}/missing_include.top"],
          ["missing_include.top:2", "#include file 'toy_ff_missing.itp' not found", "searched:"], sub=True),
