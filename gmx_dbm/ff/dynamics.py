@@ -98,7 +98,7 @@ class RestrainedLangevin:
     def __init__(self, flat, centre, temperature: float, steps: int = 300, dt: float = 0.004,
                  friction: float = 5.0, mass: float = 12.0, k_restraint: float = 5000.0, cutoff: float = 0.7,
                  skin: float = 0.1, bonds=None, lengths=None, max_force: float = 5000.0,
-                 anneal: float = 1.0, anneal_fraction: float = 0.5, chiral=None, k_chiral: float = 2e8, chiral_fraction: float = 0.2,
+                 chiral=None, k_chiral: float = 2e8, chiral_fraction: float = 0.2,
                  dtype=torch.float32):
         if not temperature > 0:
             raise InputError(f"thermalisation temperature must be positive (kelvin), got {temperature}")
@@ -120,8 +120,6 @@ class RestrainedLangevin:
                            torch.as_tensor(np.asarray(chiral[1]), dtype=dtype))
         self.k_chiral = float(k_chiral)
         self.chiral_fraction = float(chiral_fraction)
-        self.anneal = float(anneal)
-        self.anneal_fraction = float(anneal_fraction)
         self.dtype = dtype
         s = NonbondedSettings()
         self.ff = ForceField(flat, NonbondedSettings(cutoff=cutoff, modifier=s.modifier, coulomb=s.coulomb,
@@ -234,12 +232,7 @@ class RestrainedLangevin:
             return project_velocities(x, v, box, self.bonds, inv_m) if constrained else v
 
         v = tangent(x, v)
-        n_anneal = int(self.anneal_fraction * self.steps) if self.anneal != 1.0 else 0
-        for step in range(self.steps):
-            if step < n_anneal:  # start hot, cool linearly to the temperature
-                c2 = math.sqrt(1.0 - c1 * c1) * sigma_v * math.sqrt(1 + (self.anneal - 1) * (1 - step / n_anneal))
-            else:
-                c2 = math.sqrt(1.0 - c1 * c1) * sigma_v
+        for _ in range(self.steps):
             # velocities are made tangent after the kick, the noise and the position projection (without
             # the first, measured: the constrained sPS melt heats from 453 K to ~700 K in 80 steps)
             v = tangent(x, v + h * f / self.mass)
