@@ -24,9 +24,17 @@ def replicate(n: int, workdir: Path):
     import numpy as np
 
     from gmx_dbm.io import AtomInfo, Frame, read_frame, write_frames
+    from gmx_dbm.geometry import minimum_image
     cg = read_frame(ROOT / "examples" / "sps" / "cg.gro")
     box = np.array(cg.box, copy=True)
-    pos = np.concatenate([cg.positions + k * box[0] for k in range(n)])
+    # molecules whole first (each bead next to the one before it, by minimum image: consecutive beads of
+    # a chain are bonded or one apart), else a chain cut by the box edge would be torn apart in the copy
+    whole = cg.positions.copy()
+    steps = minimum_image(np.diff(cg.positions, axis=0), box)
+    resid = cg.atoms.resids
+    for a in range(1, len(whole)):
+        whole[a] = whole[a - 1] + steps[a - 1] if resid[a] == resid[a - 1] else cg.positions[a]
+    pos = np.concatenate([whole + k * box[0] for k in range(n)])
     big = box.copy()
     big[0] *= n
     atoms = AtomInfo(np.tile(cg.atoms.names, n), np.tile(cg.atoms.resnames, n),

@@ -38,8 +38,11 @@ def project_bonds(x: torch.Tensor, box: torch.Tensor, bonds: torch.Tensor, lengt
     deg = torch.zeros(x.shape[0], dtype=x.dtype).index_add_(0, i, torch.ones(len(i), dtype=x.dtype))
     deg = deg.index_add_(0, j, torch.ones(len(j), dtype=x.dtype))
     relax = 1.5 / deg.clamp_min(1)[:, None]
+    # the periodic shift of each bond is fixed while atoms move a fraction of a bond: find it once
+    d0 = x[j] - x[i]
+    shift = minimum_image(d0, box) - d0
     for _ in range(iterations):
-        d = minimum_image(x[j] - x[i], box)
+        d = x[j] - x[i] + shift
         r = d.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         err = (r - lengths[:, None]) / r
         if float(err.abs().max()) < tol:
