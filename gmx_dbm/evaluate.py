@@ -224,16 +224,17 @@ def pool_statistics(parts: list) -> dict | None:
             "clashes": pool([p["clashes"] for p in parts])}
 
 
-QUALITY_STD_FLOOR = 0.01  # kJ/mol per atom
+QUALITY_STD_FLOOR = 0.02  # kJ/mol per atom
 
 
 def quality_warnings(report: dict, reference_stats: dict | None, n_std: float = 5.0) -> list:
     """Messages for the energy terms of a ``frame_report`` that lie more than ``n_std`` standard
     deviations from the reference statistics. Frame-to-frame spreads of a melt are tiny (0.04 kJ/mol/atom
-    for sPS angles), so the standard deviation is floored at 10% of the mean and at 0.01 kJ/mol per atom:
+    for sPS angles), so the standard deviation is floored at 10% of the mean and at 0.02 kJ/mol per atom:
     a frame is flagged only when a term is off by half its reference value or more, which a change of
     temperature (453 K frames, 568 K training) does not reach, and never for a term of a few hundredths
-    of kJ/mol per atom (sPS reaction-field Coulomb: -0.01 to -0.04 between reference frames)."""
+    of kJ/mol per atom (sPS reaction-field Coulomb, measured: -0.019 in the 568 K training frames, -0.03
+    at 453 K, -0.103 in the structure the example was mapped from, whose backmapping gives -0.091)."""
     if not reference_stats or "terms" not in reference_stats:
         return []
     out = []

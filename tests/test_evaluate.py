@@ -284,3 +284,13 @@ def test_pool_statistics():
     assert E.pool_statistics([a]) is a and E.pool_statistics([]) is None
     p = E.pool_statistics([a, b])
     assert p["terms"]["angle"] == {"mean": 2.0, "std": 1.0} and p["n_frames"] == 4
+
+
+def test_small_terms_are_not_flagged_for_hundredths_of_a_kilojoule():
+    """The sps card's reaction-field Coulomb (-0.019 +- 0.005 kJ/mol/atom at 568 K) against a good
+    backmapped frame of the example (-0.091; its source structure has -0.103): no warning; a term off by
+    several tenths of a kJ/mol per atom still is one."""
+    stats = {"terms": {"coulomb_sr": {"mean": -0.019, "std": 0.0049}}}
+    assert E.quality_warnings({"energy_per_atom": {"coulomb_sr": -0.091}}, stats) == []
+    warn = E.quality_warnings({"energy_per_atom": {"coulomb_sr": -0.3}}, stats)
+    assert len(warn) == 1 and warn[0].startswith("coulomb_sr ")
