@@ -24,16 +24,13 @@ def replicate(n: int, workdir: Path):
     import numpy as np
 
     from gmx_dbm.io import AtomInfo, Frame, read_frame, write_frames
-    from gmx_dbm.geometry import minimum_image
+    from gmx_dbm.geometry import make_whole
     cg = read_frame(ROOT / "examples" / "sps" / "cg.gro")
     box = np.array(cg.box, copy=True)
-    # molecules whole first (each bead next to the one before it, by minimum image: consecutive beads of
-    # a chain are bonded or one apart), else a chain cut by the box edge would be torn apart in the copy
-    whole = cg.positions.copy()
-    steps = minimum_image(np.diff(cg.positions, axis=0), box)
-    resid = cg.atoms.resids
-    for a in range(1, len(whole)):
-        whole[a] = whole[a - 1] + steps[a - 1] if resid[a] == resid[a - 1] else cg.positions[a]
+    # molecules whole first, else a chain cut by the box edge would be torn apart in the copy: consecutive
+    # beads of a chain (same residue number) are bonded or one apart, so they serve as its bonds
+    a = np.nonzero(cg.atoms.resids[1:] == cg.atoms.resids[:-1])[0]
+    whole = make_whole(cg.positions, box, np.stack([a, a + 1], 1))
     pos = np.concatenate([whole + k * box[0] for k in range(n)])
     big = box.copy()
     big[0] *= n

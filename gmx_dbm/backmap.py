@@ -202,9 +202,9 @@ class Backmapper:
             if frames and frames[0].n_atoms != self.flat.n_atoms:
                 raise TrajectoryError(f"{frames[0].n_atoms} atoms, expected {self.flat.n_atoms} (the topology's; a "
                                       "stereo template is an all-atom structure of this system)", path=stereo)
-            table = st.learn(self.flat, ((f.positions, f.box) for f in frames))
+            table = st.learn(self.flat, ((f.positions, f.box) for f in frames), self.ch_centres)
             source = str(stereo)
-        self.stereo_centres, self.stereo_signs = st.targets(self.flat, table)
+        self.stereo_centres, self.stereo_signs = st.targets(self.flat, table, self.ch_centres)
         log.info("handedness of %d tetrahedral centres fixed (from %s)", len(self.stereo_signs), source)
 
     def _fix_centres(self, state, pos: torch.Tensor, box, index: int, rng: torch.Generator,

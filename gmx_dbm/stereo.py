@@ -3,11 +3,14 @@ frames, and repair generated structures whose centres came out inverted (numpy o
 
 A centre is an atom with four bonded neighbours, three of them heavy and one a hydrogen (a CH with three
 different-looking heavy substituents, as every backbone CH of polystyrene). Its handedness is the sign of
-the volume (n1 - c) . ((n2 - c) x (n3 - c)) of its heavy neighbours taken in topology order. MD never
-changes it; a generator that places atoms one bead at a time can (measured on sPS with the shipped model:
-11.6% of the backbone CH centres inverted, the reference 0%: the whole proper-dihedral error). Inverting a
-centre back moves the centre atom and its hydrogen to their mirror images through the plane of the three
-heavy neighbours: the bonds to those neighbours keep their lengths and the hydrogen its bond.
+the volume (n1 - c) . ((n2 - c) x (n3 - c)) of its heavy neighbours taken in topology order. Equilibrium
+MD never changes it; a generator that places atoms one bead at a time can, directly or by leaving the
+hydrogen on its heavy neighbours' side, which short MD then resolves by pushing the carbon through
+(measured on sPS with the shipped model: 11.6% of the backbone CH centres inverted without a repair, the
+reference 0%; nearly all of the proper-dihedral error). ``place_hydrogens`` puts such hydrogens back;
+``repair`` inverts a centre back by moving the centre atom and its hydrogen to their mirror images
+through the plane of the three heavy neighbours (bonds kept); backmap first redraws the beads of
+inverted centres with the generator and mirrors only what is left.
 
 Which handedness is right is a property of the molecule, not of the CG frame: it comes from the model
 card (learnt from the training data; only centres with one handedness in every molecule and frame) or
@@ -125,16 +128,15 @@ def hydrogens_inside(positions, box, centres: np.ndarray, tol: float = 0.0) -> n
     return np.einsum("ij,ij->i", units[0] + units[1] + units[2], units[3]) > tol
 
 
-def place_hydrogens(positions, box, centres: np.ndarray, which: np.ndarray | None = None) -> tuple:
-    """Put the hydrogen of each centre in ``which`` (default: those ``hydrogens_inside``) opposite its
-    heavy neighbours (along -(u1 + u2 + u3), at its current bond length): measured on sPS, the shipped
+def place_hydrogens(positions, box, centres: np.ndarray) -> tuple:
+    """Put the hydrogen of each centre that ``hydrogens_inside`` finds opposite its heavy neighbours (along -(u1 + u2 + u3), at its current bond length): measured on sPS, the shipped
     generator left ~5% of the backbone CH hydrogens on the heavy atoms' side; MD then pushes the carbon
     through the plane of its neighbours (an inverted centre) rather than the hydrogen back.
     Returns (new positions, number moved)."""
     x = np.array(positions, dtype=np.float64, copy=True)
     if len(centres) == 0:
         return x, 0
-    which = hydrogens_inside(x, box, centres) if which is None else np.asarray(which, dtype=bool)
+    which = hydrogens_inside(x, box, centres)
     cw = centres[which]
     if len(cw) == 0:
         return x, 0

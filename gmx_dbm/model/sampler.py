@@ -138,7 +138,6 @@ def sweep_pass(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng
     from each other's environment) or a Gibbs sweep (one bead colour at a time, so bonded neighbours never
     move together)."""
     seq = torch.from_numpy(recipe.bead_seq)
-    beads_of = torch.from_numpy(recipe.atom_bead)
     color = torch.from_numpy(recipe.bead_color)
     if not initial:
         refine_candidates(state, grid)
@@ -150,10 +149,16 @@ def sweep_pass(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng
             atoms = atoms[atoms >= 0]
             if len(atoms) == 0:
                 continue
-            rel = place(generator, recipe, grid, state, atoms, initial, rng, orientations, chunk, temperature,
+            _place_into(generator, recipe, grid, state, atoms, initial, rng, orientations, chunk, temperature,
                         proposals, local_step, bond_weight)
-            state.positions[atoms] = state.centres[beads_of[atoms]] + rel
-            state.placed[atoms] = True
+
+
+def _place_into(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Tensor, initial,
+                rng: torch.Generator, *args, **kwargs) -> None:
+    """``place`` the atoms and write them into ``state`` (bead centre + local position, marked placed)."""
+    rel = place(generator, recipe, grid, state, atoms, initial, rng, *args, **kwargs)
+    state.positions[atoms] = state.centres[torch.from_numpy(recipe.atom_bead)[atoms]] + rel
+    state.placed[atoms] = True
 
 
 @torch.no_grad()
@@ -168,19 +173,16 @@ def regenerate_beads(generator, recipe: Recipe, grid: GridSpec, state: FrameStat
     if len(beads) == 0:
         return
     seq = torch.from_numpy(recipe.bead_seq)[beads]
-    beads_of = torch.from_numpy(recipe.atom_bead)
     atoms = seq[seq >= 0]
     refine_candidates(state, grid)   # while every atom is placed: candidate lists keep the redrawn atoms
     state.placed[atoms] = False
-    for sweep in range(1 + sweeps):
+    for _ in range(1 + sweeps):
         for k in range(recipe.n_steps):
             step_atoms = seq[:, k]
             step_atoms = step_atoms[step_atoms >= 0]
             if len(step_atoms) == 0:
                 continue
-            rel = place(generator, recipe, grid, state, step_atoms, False, rng, chunk=chunk)
-            state.positions[step_atoms] = state.centres[beads_of[step_atoms]] + rel
-            state.placed[step_atoms] = True
+            _place_into(generator, recipe, grid, state, step_atoms, False, rng, chunk=chunk)
 
 
 def constrain_bonds(positions: torch.Tensor, box: torch.Tensor, bonds: torch.Tensor, lengths: torch.Tensor,
