@@ -1,7 +1,8 @@
 """Training throughput (samples/s) of the compact and large networks on this machine's CPU.
 
 Usage: python benchmarks/bench_train.py [--steps 6] [--sizes compact large]
-Needs the shared sPS reference data (../shared/data or $GMX_DBM_SHARED_DATA). Prints a table.
+Needs the published sPS reference data set ($GMX_DBM_SHARED_DATA; default: shared/data beside the
+repository). Prints a table.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Quality on the 453 K development set: backmap CG frames of ../shared/data/sps/t453 with a model and
-score them against the all-atom reference (pooled over all 78 reference frames) beside the published
-deepBackmap output and the classical baseline, with METHOD.md's definitions.
+"""Quality on the 453 K set: backmap CG frames of sps/t453 of the published sPS reference data set
+($GMX_DBM_SHARED_DATA; default: shared/data beside the repository) with a model and score them against
+the all-atom reference (pooled over all 78 reference frames) beside the published deepBackmap output and
+the classical baseline, with the definitions of `gmx_dbm evaluate` (README, "Quality").
 
 Usage: python benchmarks/quality_t453.py --model sps --frames 8 [--gibbs 4] [--orientations 1]
        [--proposals P] [--select-temperature 0] [--compare]   (--compare also scores the published and baseline outputs)

@@ -7,7 +7,7 @@ MD with gmxapi's own operations (commandline_operation for grompp, read_tpr, mod
 Without ``--model`` the backmap uses the model shipped with the package that fits the topology
 (gmx_dbm/data/models/sps.safetensors for the default sPS inputs), as ``gmx_dbm backmap`` does.
 
-``gmx_dbm.relax.backmap_step`` is a gmxapi operation: its outputs (file paths) feed grompp directly.
+``gmx_dbm.workflow.backmap_step`` is a gmxapi operation: its outputs (file paths) feed grompp directly.
 gmxapi creates its operation folders in the current directory, so the script works inside --workdir
 (a fresh folder per run: a second mdrun from the same folder would take the old checkpoint as a restart).
 mdrun runs inside this Python process (a GROMACS fatal error ends it); ``-pin off`` keeps the process
@@ -24,7 +24,7 @@ import gmxapi
 
 from gmx_dbm.backmap import SHIPPED_MODELS
 from gmx_dbm.gromacs import find_gmx
-from gmx_dbm.relax import backmap_step, output_file
+from gmx_dbm.workflow import backmap_step, output_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -177,18 +177,20 @@ def box_heights(box) -> np.ndarray:
     return np.array([vol / np.linalg.norm(np.cross(box[(k + 1) % 3], box[(k + 2) % 3])) for k in range(3)])
 
 
-def periodic_pairs(pos, box, cutoff: float) -> tuple:
+def periodic_pairs(pos, box, cutoff: float, long_cutoff: bool = False) -> tuple:
     """All atom pairs i < j whose minimum-image distance is below ``cutoff``, for one frame in a
     triclinic box: (i int64, j int64, d float64 nm). A k-d tree (scipy) over the atoms against the
     atoms plus the periodic images within ``cutoff`` of the brick; O(N) memory and time.
 
-    The minimum image must be unique: ``cutoff`` at most half the smallest box height (ValueError
-    otherwise), as GROMACS requires for its cut-offs."""
+    For force-field cut-offs the minimum image must be unique: ``cutoff`` at most half the smallest box
+    height (ValueError otherwise), as GROMACS requires. With ``long_cutoff`` any cut-off is allowed and
+    each pair is listed once, at its minimum-image distance (environment searches of the featuriser)."""
     from scipy.spatial import cKDTree
 
     box = np.asarray(box, dtype=np.float64)
     heights = box_heights(box)
-    if cutoff > 0.5 * heights.min() * (1 + 1e-12):
+    long = cutoff > 0.5 * heights.min() * (1 + 1e-12)
+    if long and not long_cutoff:
         raise ValueError(f"cut-off {cutoff:g} nm is longer than half the smallest box height "
                          f"({heights.min():g} nm): the minimum image is not unique")
     p = wrap(np.asarray(pos, dtype=np.float64), box)
@@ -214,4 +216,10 @@ def periodic_pairs(pos, box, cutoff: float) -> tuple:
     i = m["i"].astype(np.int64)
     j = orig[m["j"]]
     keep = i < j
-    return i[keep], j[keep], m["v"][keep]
+    i, j, d = i[keep], j[keep], m["v"][keep]
+    if long:   # several images of one pair may lie within the cut-off: keep the nearest
+        order = np.lexsort((d, j, i))
+        i, j, d = i[order], j[order], d[order]
+        first = np.r_[True, (i[1:] != i[:-1]) | (j[1:] != j[:-1])]
+        i, j, d = i[first], j[first], d[first]
+    return i, j, d

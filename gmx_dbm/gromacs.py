@@ -1,4 +1,4 @@
-"""Finding and running the GROMACS command-line tool ``gmx``.
+"""Finding and running the GROMACS command-line tool ``gmx``; reading its energy files.
 
 Lookup order: environment variable ``GMX_DBM_GMX``, the project's build prefix
 (/opt/gmx_dbm/gromacs-2022.5-gmxapi, overridable with ``GMX_DBM_GROMACS_PREFIX``), then ``gmx`` on PATH.
@@ -134,33 +134,23 @@ def rerun_mdp(settings) -> str:
                             epsilon_rf=settings.epsilon_rf)
 
 
-def read_xvg(path) -> tuple:
-    """(legends, data (frames, columns)) of a GROMACS .xvg file; column 0 is time."""
+def edr_energies(edr, workdir=None) -> dict:
+    """All energy terms of a GROMACS energy file (.edr), read directly (``pyedr``): {GROMACS term name:
+    float64 array over the file's frames}, in file order; the frame times are not a term. ``workdir``:
+    the folder a relative ``edr`` is in."""
     import numpy as np
-    legends, rows = [], []
-    for line in Path(path).read_text().splitlines():
-        if line.startswith("@") and " legend " in line and line.split()[1].startswith("s"):
-            legends.append(line.split('"')[1])
-        elif line and line[0] not in "#@":
-            rows.append([float(v) for v in line.split()])
-    return legends, np.asarray(rows, dtype=float)
-
-
-def edr_energies(edr, workdir, gmx: str | None = None) -> dict:
-    """All energy terms of an .edr file: {GROMACS term name: numpy array over frames}."""
-    exe = gmx or find_gmx()
-    # the first call only prints the menu of terms (and fails: nothing selected)
-    menu = subprocess.run([exe, "-quiet", "energy", "-f", str(edr), "-o", "energy.xvg"], cwd=workdir,
-                          input="\n", capture_output=True, text=True)
-    text = menu.stdout + menu.stderr
-    block = text[text.find("-----"):] if "-----" in text else text
-    numbers = sorted({int(m) for m in re.findall(r"(?<!\S)(\d+)\s+[A-Za-z#][^\s]*", block)})
-    if not numbers:
-        raise GromacsError(f"gmx energy: no energy terms in {edr}: {distill_error(text)}", workdir=workdir)
-    sel = "\n".join(str(n) for n in numbers) + "\n\n"
-    run_gmx(["energy", "-f", edr, "-o", "energy.xvg"], cwd=workdir, input_text=sel, gmx=gmx)
-    legends, data = read_xvg(Path(workdir) / "energy.xvg")
-    return {name: data[:, k + 1] for k, name in enumerate(legends)}
+    path = Path(edr) if workdir is None else Path(workdir) / edr
+    if not path.is_file():
+        raise GromacsError(f"energy file {path} not found", workdir=workdir)
+    try:
+        import pyedr
+    except ImportError:
+        raise GromacsError("the pyedr package is needed to read GROMACS energy files: pip install pyedr") from None
+    try:
+        terms = pyedr.edr_to_dict(str(path))
+    except Exception as exc:  # pyedr signals a truncated or foreign file with several exception types
+        raise GromacsError(f"cannot read energy file {path}: {exc}", workdir=workdir) from None
+    return {name: np.asarray(values, dtype=np.float64) for name, values in terms.items() if name != "Time"}
 
 
 def rerun_energies(top, conf, workdir, settings=None, mdp_text: str | None = None, traj=None,
@@ -178,4 +168,4 @@ def rerun_energies(top, conf, workdir, settings=None, mdp_text: str | None = Non
              "-o", "rerun.tpr", "-po", "mdout.mdp", "-maxwarn", str(maxwarn)], cwd=workdir, gmx=gmx)
     run_gmx(["mdrun", "-s", "rerun.tpr", "-rerun", Path(traj or conf).resolve(), "-deffnm", "rerun",
              "-nt", "1", "-pin", "off"], cwd=workdir, gmx=gmx)
-    return edr_energies("rerun.edr", workdir, gmx=gmx)
+    return edr_energies(workdir / "rerun.edr")

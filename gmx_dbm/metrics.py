@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import box_heights, minimum_image, periodic_pairs  # noqa: F401 (re-exported)
+from .geometry import minimum_image
 from .topology import IMPROPER_FUNCS, PROPER_FUNCS
 
 BINS = {
@@ -110,6 +110,7 @@ RDF_RMAX = 0.8      # nm
 RDF_DR = 0.01       # nm
 RDF_EXCL_BONDS = 3  # pairs within this many bonds are not part of the RDF
 CLASH_DISTANCE = 0.1  # nm
+CLASH_BONDS = 2  # pairs within this many bonds (bonds, angles) cannot clash
 
 _REVERSIBLE = {"bond": True, "angle": True, "proper": True, "improper": False}
 
@@ -184,9 +185,6 @@ class BondedHistograms:
                        for k, lab in enumerate(self.labels[kind])} for kind in self.counts}
 
 
-# periodic pair search: in geometry (the force field uses it too); names kept here for callers
-
-
 def pair_keys(pairs, n_atoms: int) -> np.ndarray:
     """Sorted unique int64 keys i * n + j (i < j) of index pairs (m, 2), for ``in_keys``."""
     pairs = np.sort(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=1)
@@ -226,28 +224,7 @@ def pairs_within_bonds(bonds, n_atoms: int, n_bonds: int = RDF_EXCL_BONDS) -> np
     return np.unique(r.row.astype(np.int64) * n_atoms + r.col.astype(np.int64))
 
 
-# --------------------------------------------------------------------------- elements and RDFs
-_ELEMENT_MASSES = {"H": 1.008, "C": 12.011, "N": 14.007, "O": 15.999, "F": 18.998, "P": 30.974,
-                   "S": 32.06, "Cl": 35.45, "Br": 79.904, "I": 126.90}
-_UNITED_CARBON = (13.019, 14.027, 15.035, 16.043)  # CH, CH2, CH3, CH4 united atoms
-
-
-def elements(names, masses) -> np.ndarray:
-    """Element symbol per atom: the leading letter of the atom name when it is H, C, N, O, S, P or F
-    (GROMACS naming, 'CA' is a carbon), else the element closest in mass (united-atom CHn count as C)."""
-    out = []
-    for name, mass in zip(names, masses):
-        lead = "".join(ch for ch in str(name) if ch.isalpha())[:1].upper()
-        if lead in ("H", "C", "N", "O", "S", "P", "F"):
-            out.append(lead)
-            continue
-        if any(abs(mass - m) < 0.05 for m in _UNITED_CARBON):
-            out.append("C")
-            continue
-        out.append(min(_ELEMENT_MASSES, key=lambda e: abs(_ELEMENT_MASSES[e] - mass)))
-    return np.asarray(out)
-
-
+# --------------------------------------------------------------------------- RDFs
 class RDFAccumulator:
     """Radial distribution functions per element pair of non-bonded pairs (pairs within
     ``RDF_EXCL_BONDS`` bonds excluded), r < rmax, bins dr, averaged over frames.
@@ -325,18 +302,6 @@ def rdf_deviation(g_ref, g, dr: float = RDF_DR) -> float:
 
 
 # --------------------------------------------------------------------------- LJ per molecule, clashes
-def lj_pair_energies(r, c6, c12, cutoff: float | None = None, shift: bool = True) -> np.ndarray:
-    """LJ c12/r^12 - c6/r^6 (kJ/mol) in GROMACS' form, shifted to 0 at the cut-off (potential-shift)."""
-    inv6 = 1.0 / np.asarray(r, dtype=np.float64) ** 6
-    v = (c12 * inv6 - c6) * inv6
-    if cutoff is not None:
-        if shift:
-            rc6 = 1.0 / cutoff ** 6
-            v = v - (c12 * rc6 - c6) * rc6
-        v = np.where(np.asarray(r) < cutoff, v, 0.0)
-    return v
-
-
 def per_molecule(i, j, e, mol_index, n_mols: int) -> np.ndarray:
     """Energy of each molecule with everything around it: pairs inside the molecule once, pairs with
     other molecules in full (so a molecule's value is its interaction energy; the sum over molecules
@@ -346,9 +311,12 @@ def per_molecule(i, j, e, mol_index, n_mols: int) -> np.ndarray:
     return out + np.bincount(mj, weights=np.where(mi != mj, e, 0.0), minlength=n_mols)
 
 
-def count_clashes(i, j, d, n_atoms: int, excluded_keys, distance: float = CLASH_DISTANCE) -> int:
-    """Number of non-excluded pairs closer than ``distance`` (nm)."""
+def count_clashes(i, j, d, n_atoms: int, near_keys, distance: float = CLASH_DISTANCE) -> int:
+    """Number of pairs closer than ``distance`` (nm) that are not among ``near_keys`` (``pair_keys``
+    of the pairs within two bonds: ``pairs_within_bonds(bonds, n, CLASH_BONDS)``). Force-field
+    exclusions do not count: a collapsed aromatic ring has its overlapping atoms three bonds apart,
+    excluded from the non-bonded terms, and is a clash all the same."""
     close = d < distance
     if not close.any():
         return 0
-    return int((~in_keys(i[close], j[close], n_atoms, excluded_keys)).sum())
+    return int((~in_keys(i[close], j[close], n_atoms, near_keys)).sum())

@@ -31,7 +31,7 @@ def find_centres(flat) -> np.ndarray:
         for i, j in np.asarray(idx).tolist():
             neigh[i].append(j)
             neigh[j].append(i)
-    heavy = np.asarray(flat.masses) > 4.5
+    heavy = flat.is_heavy
     out = []
     for c in range(n):
         nb = neigh[c]

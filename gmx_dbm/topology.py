@@ -53,6 +53,7 @@ class AtomType:
     c12: float
     sigma: float | None = None
     epsilon: float | None = None
+    atomic_number: int | None = None   # the at.num column where the file gives it
 
 
 class MoleculeType:
@@ -159,10 +160,21 @@ class FlatTopology:
     lj_c6: np.ndarray
     lj_c12: np.ndarray
     defaults: Defaults
+    elements: np.ndarray = None    # element symbol per atom (``gmx_dbm.elements``: the one rule)
+
+    def __post_init__(self):
+        if self.elements is None:
+            from .elements import elements
+            self.elements = elements(self.names, self.types, self.masses)
 
     @property
     def n_atoms(self) -> int:
         return len(self.names)
+
+    @property
+    def is_heavy(self) -> np.ndarray:
+        """(N,) bool: every atom that is not a hydrogen (by element, never by mass)."""
+        return self.elements != "H"
 
     @classmethod
     def from_system(cls, system: System) -> "FlatTopology":
@@ -199,8 +211,11 @@ class FlatTopology:
             for b in type_names:
                 c6[tindex[a], tindex[b]], c12[tindex[a], tindex[b]] = system.lj_c6_c12(a, b)
         exclusions = np.asarray(sorted(set(excl)), dtype=np.int64).reshape(-1, 2)
+        from .elements import elements
+        znum = [getattr(system.atomtypes.get(t), "atomic_number", None) for t in types]
+        elem = elements(names, types, masses, znum)
         return cls(np.asarray(names), np.asarray(resnames), np.asarray(resids, dtype=np.int64),
                    np.asarray(types), type_names, np.asarray([tindex[t] for t in types], dtype=np.int64),
                    np.asarray(masses, dtype=np.float64), np.asarray(charges, dtype=np.float64),
                    np.asarray(mol_index, dtype=np.int64), mol_type, bonded, exclusions, c6, c12,
-                   system.defaults)
+                   system.defaults, elem)

@@ -17,6 +17,7 @@ EPSILON0_SI = 8.8541878128e-12      # F/m
 ONE_4PI_EPS0 = (ELEMENTARY_CHARGE ** 2 * AVOGADRO / (4.0 * math.pi * EPSILON0_SI)) / 1e3 * 1e9
 
 KCAL_TO_KJ = 4.184
+KB = 0.00831446261815324         # Boltzmann constant, kJ/mol/K (GROMACS' BOLTZ)
 ANGSTROM_TO_NM = 0.1
 _TWO_1_6 = 2.0 ** (1.0 / 6.0)
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy import sparse
 
-from gmx_dbm.ff.dynamics import KB, RestrainedLangevin, project_bonds
+from gmx_dbm.ff.dynamics import RestrainedLangevin, project_bonds
+from gmx_dbm.units import KB
 from gmx_dbm.ff.forcefield import ForceField
 from gmx_dbm.io.topology import read_topology
 

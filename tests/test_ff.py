@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from gmx_dbm.ff import functional as F
-from gmx_dbm.ff.forcefield import ForceField, NonbondedSettings, neighbor_pairs, read_mdp_settings
-from gmx_dbm.ff.geometry import dihedral, minimum_image
-from gmx_dbm.errors import ConfigError
+from gmx_dbm.energy import read_mdp_settings
+from gmx_dbm.ff.forcefield import ForceField, NonbondedSettings
+from gmx_dbm.ff.geometry import dihedral, minimum_image, minimum_image_one_box
+from gmx_dbm.errors import ConfigError, InputError
 from gmx_dbm.io.topology import read_topology
 
 SMALL = """
@@ -84,17 +85,65 @@ def test_kernels_gromacs_forms():
     assert float(v[1]) == pytest.approx(0.0, abs=1e-15) and float(v[2]) == 0.0
 
 
-def test_neighbor_pairs_match_brute_force():
+def _brute_force_distances(x, box, images=2):
+    """(N, N) shortest distances over every lattice image within +-images box vectors (no reduction)."""
+    r = np.arange(-images, images + 1)
+    shifts = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3) @ box
+    d = x[None, :, None, :] - x[:, None, None, :] + shifts[None, None]
+    return np.sqrt((d * d).sum(-1)).min(-1)
+
+
+def test_force_field_pairs_match_brute_force(small):
+    """The force field's pair list is every non-excluded pair within the cut-off, checked against an
+    explicit sum over lattice images (no minimum-image reduction involved)."""
     rng = np.random.default_rng(3)
-    box = torch.tensor([[3.3, 0, 0], [0.7, 3.1, 0], [-0.6, 1.2, 3.2]], dtype=torch.float64)
-    x = torch.tensor(rng.uniform(0, 1, size=(700, 3))) @ box
-    i, j = neighbor_pairs(x, box, 1.0, block=5000)
+    box = np.array([[3.3, 0, 0], [0.7, 3.1, 0], [-0.6, 1.2, 3.2]])
+    x = rng.uniform(0, 1, size=(small.n_atoms, 3)) @ box
+    ff = ForceField(small, NonbondedSettings(cutoff=1.0, rcoulomb=1.0))
+    i, j = ff.pairs(torch.tensor(x), torch.tensor(box))
     got = set(zip(i.tolist(), j.tolist()))
-    d = minimum_image((x[None, :, None] - x[None, None, :]), box[None])[0]
-    r = torch.linalg.vector_norm(d, dim=-1)
-    ii, jj = torch.nonzero((r < 1.0) & torch.triu(torch.ones_like(r, dtype=torch.bool), 1), as_tuple=True)
-    assert got == set(zip(ii.tolist(), jj.tolist()))
-    assert len(i) == len(got)   # no duplicates
+    r = _brute_force_distances(x, box)
+    excl = {tuple(e) for e in small.exclusions.tolist()}
+    want = {(a, b) for a, b in zip(*np.nonzero(np.triu(r < 1.0, 1))) if (a, b) not in excl}
+    assert got == want and len(i) == len(got)
+
+
+def test_exact_minimum_image_beyond_half_the_box():
+    """In a triclinic box shaped like the sPS melt's, a vector longer than half the smallest height comes
+    back at its true shortest image (the plain c-b-a reduction returns a longer one)."""
+    box = np.array([[7.843, 0, 0], [1.30, 2.269, 0], [0.9, 1.0, 2.254]])
+    rng = np.random.default_rng(0)
+    d = rng.uniform(-3, 3, size=(2000, 3))
+    got = np.linalg.norm(minimum_image_one_box(torch.tensor(d), torch.tensor(box)).numpy(), axis=-1)
+    r = np.arange(-3, 4)
+    shifts = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3) @ box
+    want = np.linalg.norm(d[:, None] + shifts[None], axis=-1).min(1)
+    assert np.allclose(got, want)
+    plain = np.linalg.norm(minimum_image(torch.tensor(d)[None], torch.tensor(box)[None])[0].numpy(), axis=-1)
+    assert (plain > want + 1e-9).any()   # the case the exact version exists for
+
+
+def test_box_thinner_than_twice_the_cutoff_is_refused(small):
+    """As grompp: a cut-off longer than half the smallest box height is an error, not missed pairs."""
+    ff = ForceField(small, NonbondedSettings(cutoff=1.0, rcoulomb=1.0))
+    x, _ = small_frame()
+    thin = torch.tensor([[1.9, 0, 0], [0, 1.9, 0], [0, 0, 3.0]], dtype=torch.float64)
+    with pytest.raises(InputError, match="longer than half the smallest box height"):
+        ff.energies(x, thin)
+    with pytest.raises(InputError):
+        ff(x[None], thin[None])
+
+
+def test_energies_on_given_pairs_equal_the_full_search(small):
+    ff = ForceField(small, NonbondedSettings(cutoff=0.9, rcoulomb=0.9, epsilon_rf=3.0))
+    x, box = small_frame(4)
+    full = ff.energies(x, box)
+    pairs = ff.pairs(x, box)
+    assert ff.energies(x, box, pairs=pairs) == pytest.approx(full, rel=1e-12, abs=1e-12)
+    lj, c = ff.pair_energies(x, box, *pairs)
+    assert float(lj.sum()) == pytest.approx(full["lj_sr"], rel=1e-12)
+    # dropping the pairs changes lj_sr: the pairs argument is really used
+    assert ff.energies(x, box, pairs=(pairs[0][:0], pairs[1][:0]))["lj_sr"] == 0.0
 
 
 def test_gradcheck(small):
@@ -125,8 +174,9 @@ def test_periodic_invariance_and_batching(small):
 
 def test_float32_close_to_float64(small):
     x, box = small_frame(2)
-    e64 = ForceField(small, dtype=torch.float64)(x[None], box[None])
-    e32 = ForceField(small, dtype=torch.float32)(x[None].float(), box[None].float())
+    s = NonbondedSettings(cutoff=0.9, rcoulomb=0.9)
+    e64 = ForceField(small, s, dtype=torch.float64)(x[None], box[None])
+    e32 = ForceField(small, s, dtype=torch.float32)(x[None].float(), box[None].float())
     for k in e64:
         assert float(e32[k]) == pytest.approx(float(e64[k]), rel=1e-3, abs=1e-3), k
 

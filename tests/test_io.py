@@ -1,17 +1,22 @@
-"""Trajectory readers/writers: one contract test class that every format's test subclasses, bad-input
-cases (each error names the file and the line or frame), and safe (atomic, backed-up) output."""
+"""Trajectory readers/writers: a round-trip contract that every format's writer and reader pass, a
+reading contract for files written by MDAnalysis and by GROMACS (one subclass per format and program),
+bad-input cases (each error names the file and the line or frame), the PDB element column, and safe
+(atomic, backed-up) output."""
 from __future__ import annotations
 
 import inspect
 import os
 import subprocess
 import sys
+import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gmx_dbm.errors import OutputError, TrajectoryError
+from gmx_dbm.geometry import box_lengths_angles
 from gmx_dbm.io import (AtomInfo, Frame, atomic_output, check_writable, count_frames, open_writer, read_frame,
                         read_frames, write_frames)
 
@@ -237,6 +242,255 @@ class TestPdb(ReaderContract):
         for v in (1, 99999, 100000, 123456, 2436111, 2436112, 4000000):
             assert hy36decode(5, hy36encode(5, v)) == v
 
+    def test_element_column_written_and_read(self, tmp_path):
+        atoms = AtomInfo(["CA", "HB1", "CL"], ["MOL"] * 3, [1] * 3, ["C", "H", "Cl"])
+        path = self.write(tmp_path / "e.pdb", frames_for(3, 1), atoms)
+        assert pdb_element_column(path) == [" C", " H", "CL"]
+        assert read_frame(path).atoms.elements.tolist() == ["C", "H", "Cl"]
+
+    def test_element_column_blank_without_elements(self, tmp_path):
+        # a name alone is ambiguous ('CA': C-alpha or calcium): no guess is written
+        path = self.write(tmp_path / "e.pdb", frames_for(2, 1), AtomInfo(["CA", "B1"], ["MOL"] * 2, [1] * 2))
+        assert pdb_element_column(path) == ["  ", "  "]
+        assert read_frame(path).atoms.elements is None
+
+
+def test_truncated_xtc_header_names_frame(tmp_path):
+    """Bytes after the last complete frame, too few for a frame header, are a truncated frame, not the
+    end of the file."""
+    path = tmp_path / "t.xtc"
+    write_frames(path, atoms_for(50), frames_for(50, 2))
+    data = path.read_bytes()
+    for extra in (b"\x00", b"\x00\x00\x07"):
+        cut = tmp_path / "cut.xtc"
+        cut.write_bytes(data + extra)
+        with pytest.raises(TrajectoryError, match=rf"cut.xtc \(frame 2\): truncated file: {len(extra)} "
+                                                  r"byte\(s\) after the last complete frame"):
+            list(read_frames(cut))
+    assert count_frames(path) == 2
+
+
+# ------------------------------------------------------------------ files written by other programs
+N_FOREIGN = 9
+FOREIGN_NAMES = ["C1", "H1", "CL1", "BR1", "CA", "N", "O", "OW", "HW1"]
+FOREIGN_RESIDS = [1, 1, 1, 1, 2, 2, 2, 3, 3]
+FOREIGN_RESNAMES = ["LIG"] * 4 + ["ALA"] * 3 + ["SOL"] * 2
+FOREIGN_BOX = np.array([[3.0, 0.0, 0.0], [0.6, 2.8, 0.0], [-0.4, 0.5, 2.6]])
+
+
+def foreign_frames(count=3):
+    """Reference frames on a 0.001 nm grid (exact in every format's precision)."""
+    rng = np.random.default_rng(7)
+    return [Frame(positions=np.round(rng.uniform(0.1, 2.4, (N_FOREIGN, 3)), 3), box=FOREIGN_BOX.copy(),
+                  time=5.0 * k, step=50 * k) for k in range(count)]
+
+
+def mdanalysis_write(path, frames):
+    """Write frames with MDAnalysis' own writers (Å in MDAnalysis; lengths/angles for the box)."""
+    mda = pytest.importorskip("MDAnalysis")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # MDAnalysis warns about attributes the formats lack
+        resindex = np.unique(FOREIGN_RESIDS, return_inverse=True)[1]
+        u = mda.Universe.empty(N_FOREIGN, n_residues=resindex.max() + 1, atom_resindex=resindex, trajectory=True)
+        u.add_TopologyAttr("names", FOREIGN_NAMES)
+        resids = sorted(set(FOREIGN_RESIDS))
+        u.add_TopologyAttr("resnames", [FOREIGN_RESNAMES[FOREIGN_RESIDS.index(r)] for r in resids])
+        u.add_TopologyAttr("resids", resids)
+        with mda.Writer(str(path), N_FOREIGN) as w:
+            for f in frames:
+                lengths, angles = box_lengths_angles(f.box)
+                u.atoms.positions = f.positions * 10.0
+                u.dimensions = [*(np.asarray(lengths) * 10.0), *angles]
+                u.trajectory.ts.time = f.time
+                w.write(u.atoms)
+    return path
+
+
+class FileReaderContract:
+    """Reading a file another program wrote. Subclasses set ``ext``, the expected counts and tolerances,
+    and implement ``make(tmp_path)`` returning the file; ``reference`` are the frames it holds."""
+    ext = None
+    expected_n_atoms = N_FOREIGN
+    expected_n_frames = 3
+    tol = 0.0005 + 1e-6          # nm: 0.001 nm grid, float32 in .xtc
+    box_tol = 1e-5
+    has_labels = True
+    has_time = True
+
+    def make(self, tmp_path):
+        raise NotImplementedError
+
+    @pytest.fixture
+    def written(self, tmp_path):
+        return self.make(tmp_path)
+
+    @property
+    def reference(self):
+        return foreign_frames(self.expected_n_frames)
+
+    def test_n_atoms(self, written):
+        assert read_frame(written).n_atoms == self.expected_n_atoms
+        read_frame(written, n_atoms=self.expected_n_atoms)
+
+    def test_n_frames(self, written):
+        assert count_frames(written) == self.expected_n_frames
+
+    def test_positions(self, written):
+        got = list(read_frames(written))
+        for ref, frame in zip(self.reference, got):
+            assert frame.positions.dtype == np.float64
+            np.testing.assert_allclose(frame.positions, ref.positions, atol=self.tol)
+
+    def test_box(self, written):
+        for ref, frame in zip(self.reference, read_frames(written)):
+            np.testing.assert_allclose(frame.box, ref.box, atol=self.box_tol)
+
+    def test_labels(self, written):
+        atoms = read_frame(written).atoms
+        if not self.has_labels:
+            assert atoms is None
+            return
+        assert atoms.names.tolist() == FOREIGN_NAMES
+        assert atoms.resnames.tolist() == FOREIGN_RESNAMES
+        assert atoms.resids.tolist() == FOREIGN_RESIDS
+
+    def test_time(self, written):
+        if self.has_time:
+            times = [f.time for f in read_frames(written)]
+            assert times == pytest.approx([f.time for f in self.reference], abs=1e-4)
+
+
+class TestMDAnalysisGro(FileReaderContract):
+    ext = ".gro"
+    expected_n_frames = 1   # MDAnalysis' .gro writer keeps one frame
+    has_time = False
+
+    def make(self, tmp_path):
+        return mdanalysis_write(tmp_path / "mda.gro", self.reference)
+
+
+class TestMDAnalysisPdb(FileReaderContract):
+    ext = ".pdb"
+    box_tol = 5e-4          # CRYST1: 0.001 Å lengths, 0.01 degree angles
+    has_time = False
+
+    def make(self, tmp_path):
+        return mdanalysis_write(tmp_path / "mda.pdb", self.reference)
+
+
+class TestMDAnalysisXtc(FileReaderContract):
+    ext = ".xtc"
+    box_tol = 1e-6
+    has_labels = False
+
+    def make(self, tmp_path):
+        return mdanalysis_write(tmp_path / "mda.xtc", self.reference)
+
+
+def gromacs_inputs(tmp_path):
+    """The reference as a one-frame .gro and a multi-frame .xtc, written by MDAnalysis for GROMACS."""
+    frames = foreign_frames(3)
+    return mdanalysis_write(tmp_path / "ref.gro", frames[:1]), mdanalysis_write(tmp_path / "ref.xtc", frames)
+
+
+class GromacsFileContract(FileReaderContract):
+    """Files written by ``gmx trjconv`` (all frames of ref.xtc, labels from ref.gro) or ``gmx editconf``
+    (ref.gro); ``tool`` picks which."""
+    tool = "trjconv"
+
+    @pytest.fixture
+    def written(self, tmp_path, gmx):
+        from gmx_dbm.gromacs import run_gmx
+        ref_gro, ref_xtc = gromacs_inputs(tmp_path)
+        out = tmp_path / f"gmx{self.ext}"
+        if self.tool == "editconf":
+            run_gmx(["editconf", "-f", ref_gro, "-o", out], cwd=tmp_path, gmx=gmx)
+        else:   # group 0 (System) when trjconv asks which atoms to write
+            run_gmx(["trjconv", "-f", ref_xtc, "-s", ref_gro, "-o", out], cwd=tmp_path, gmx=gmx, input_text="0\n")
+        return out
+
+
+@pytest.mark.gromacs
+class TestGromacsTrjconvGro(GromacsFileContract):
+    ext = ".gro"
+
+
+@pytest.mark.gromacs
+class TestGromacsTrjconvPdb(GromacsFileContract):
+    ext = ".pdb"
+    box_tol = 5e-4
+
+
+@pytest.mark.gromacs
+class TestGromacsTrjconvXtc(GromacsFileContract):
+    ext = ".xtc"
+    box_tol = 1e-6
+    has_labels = False
+
+
+@pytest.mark.gromacs
+class TestGromacsEditconfGro(GromacsFileContract):
+    ext = ".gro"
+    tool = "editconf"
+    expected_n_frames = 1
+    has_time = False
+
+
+@pytest.mark.gromacs
+class TestGromacsEditconfPdb(GromacsFileContract):
+    ext = ".pdb"
+    tool = "editconf"
+    expected_n_frames = 1
+    box_tol = 5e-4
+    has_time = False
+
+
+# ------------------------------------------------------------------------------- PDB element column
+ELEMENT_TOP = """
+[ defaults ]
+1 2 no 1.0 1.0
+[ atomtypes ]
+cl 35.45  0.0 A 0.35 0.3
+br 79.90  0.0 A 0.39 0.3
+ca 12.011 0.0 A 0.34 0.3
+hm 3.024  0.0 A 0.25 0.1
+[ moleculetype ]
+LIG 3
+[ atoms ]
+1 cl 1 LIG CL1 1 0.0
+2 br 1 LIG BR1 1 0.0
+3 ca 1 LIG CA  1 0.0
+4 hm 1 LIG H1  1 0.0
+[ molecules ]
+LIG 1
+"""
+
+
+def pdb_element_column(path):
+    return [line[76:78] for line in Path(path).read_text().splitlines() if line.startswith(("ATOM", "HETATM"))]
+
+
+def test_pdb_element_column_from_topology(tmp_path):
+    from gmx_dbm.elements import elements
+    from gmx_dbm.io.topology import read_topology
+    top = tmp_path / "lig.top"
+    top.write_text(textwrap.dedent(ELEMENT_TOP))
+    flat = read_topology(top).flat()
+    atoms = AtomInfo.from_topology(flat)
+    assert atoms.elements.tolist() == ["Cl", "Br", "C", "H"]
+    path = tmp_path / "lig.pdb"
+    write_frames(path, atoms, frames_for(4, 1))
+    assert pdb_element_column(path) == ["CL", "BR", " C", " H"]
+    # the column is the element rule of gmx_dbm.elements, written in the PDB's capitals
+    assert [c.strip() for c in pdb_element_column(path)] == \
+        [e.upper() for e in elements(flat.names, flat.types, flat.masses)]
+    assert read_frame(path).atoms.elements.tolist() == ["Cl", "Br", "C", "H"]
+
+
+def test_atominfo_checks_element_count():
+    with pytest.raises(ValueError, match="2 names but 1 elements"):
+        AtomInfo(["C1", "C2"], ["M", "M"], [1, 1], ["C"])
+
 
 # ------------------------------------------------------------------------------------ writers, safety
 def test_unknown_extension_lists_known_formats(tmp_path):
@@ -274,6 +528,25 @@ def test_exception_keeps_existing_target(tmp_path):
     assert os.listdir(tmp_path) == ["out.gro"] and path.read_text() == "old"
 
 
+@pytest.fixture
+def umask(request):
+    """Set the process umask to ``request.param`` for one test and put the previous one back."""
+    old = os.umask(request.param)
+    yield request.param
+    os.umask(old)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)], indirect=["umask"])
+def test_output_permissions_follow_umask(tmp_path, umask, mode):
+    # the temporary file is created 0600; the result gets what open() would have given it
+    with atomic_output(tmp_path / "model.json") as tmp:
+        Path(tmp).write_text("{}")
+    assert (tmp_path / "model.json").stat().st_mode & 0o777 == mode
+    write_frames(tmp_path / "t.gro", atoms_for(2), frames_for(2, 1))
+    assert (tmp_path / "t.gro").stat().st_mode & 0o777 == mode
+    assert os.umask(umask) == umask   # reading the umask inside gmx_dbm left it as it was
+
+
 def test_atomic_output(tmp_path):
     path = tmp_path / "model.json"
     with atomic_output(path) as tmp:
@@ -281,7 +554,6 @@ def test_atomic_output(tmp_path):
         Path(tmp).write_text("{}")
         assert not path.exists()
     assert path.read_text() == "{}"
-    assert oct(path.stat().st_mode & 0o777) != oct(0o600) or os.umask(0o022) == 0o077
     with atomic_output(path) as tmp:
         Path(tmp).write_text("[]")
     assert (tmp_path / "#model.json.1#").read_text() == "{}"

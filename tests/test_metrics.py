@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gmx_dbm import metrics
+from gmx_dbm.geometry import box_heights, periodic_pairs
 from gmx_dbm.geometry import minimum_image
 
 
@@ -68,8 +69,8 @@ def _brute_pairs(pos, box, cutoff):
 def test_periodic_pairs_match_brute_force(box):
     rng = np.random.default_rng(1)
     pos = rng.uniform(-3, 6, size=(300, 3))  # partly outside the box on purpose
-    cutoff = 0.45 * metrics.box_heights(box).min()
-    i, j, d = metrics.periodic_pairs(pos, box, cutoff)
+    cutoff = 0.45 * box_heights(box).min()
+    i, j, d = periodic_pairs(pos, box, cutoff)
     want, dist = _brute_pairs(pos, box, cutoff)
     got = set(zip(i.tolist(), j.tolist()))
     assert got == want and len(i) == len(got)
@@ -79,7 +80,7 @@ def test_periodic_pairs_match_brute_force(box):
 
 def test_periodic_pairs_refuse_ambiguous_minimum_image():
     with pytest.raises(ValueError, match="half the smallest box height"):
-        metrics.periodic_pairs(np.zeros((2, 3)), np.diag([1.0, 1.0, 1.0]), 0.6)
+        periodic_pairs(np.zeros((2, 3)), np.diag([1.0, 1.0, 1.0]), 0.6)
 
 
 def test_rdf_of_a_simple_cubic_lattice():
@@ -88,7 +89,7 @@ def test_rdf_of_a_simple_cubic_lattice():
     pos = np.array(list(itertools.product(range(m), repeat=3)), dtype=float) * a + 0.01
     n = len(pos)
     acc = metrics.RDFAccumulator(np.array(["C"] * n), np.zeros(0, dtype=np.int64))
-    i, j, d = metrics.periodic_pairs(pos, box, metrics.RDF_RMAX)
+    i, j, d = periodic_pairs(pos, box, metrics.RDF_RMAX)
     acc.add(i, j, d, float(np.linalg.det(box)))
     g = acc.g()["C-C"]
     rho = n / np.linalg.det(box)
@@ -118,7 +119,7 @@ def test_rdf_exclusions_and_element_pairs():
     excl = metrics.pairs_within_bonds([[0, 1]], 2, 3)
     for keys, expect in ((excl, 0.0), (np.zeros(0, dtype=np.int64), 1.0)):
         acc = metrics.RDFAccumulator(np.array(["C", "H"]), keys)
-        acc.add(*metrics.periodic_pairs(pos, box, 0.8), 27.0)
+        acc.add(*periodic_pairs(pos, box, 0.8), 27.0)
         g = acc.g()
         assert set(g) == {"C-C", "C-H", "H-H"}
         vol = acc.shell[30]
@@ -144,14 +145,20 @@ def test_in_keys_where_restricts_lookups():
     assert metrics.in_keys(i, j, 4, keys, where=np.array([True, False, True])).tolist() == [True, False, False]
 
 
-def test_lj_per_molecule_and_clashes():
+def test_lj_kernel_and_per_molecule_and_clashes():
+    import torch
+    from gmx_dbm.ff.functional import lj_pair
     sig, eps = 0.3, 0.5
     c6, c12 = 4 * eps * sig ** 6, 4 * eps * sig ** 12
-    assert metrics.lj_pair_energies(sig, c6, c12) == pytest.approx(0.0, abs=1e-12)
-    assert metrics.lj_pair_energies(2 ** (1 / 6) * sig, c6, c12) == pytest.approx(-eps)
-    shifted = metrics.lj_pair_energies(np.array([0.5, 1.1]), c6, c12, cutoff=1.0)
-    assert shifted[1] == 0.0
-    assert shifted[0] == pytest.approx(metrics.lj_pair_energies(0.5, c6, c12) - metrics.lj_pair_energies(1.0, c6, c12))
+    r = torch.tensor([sig, 2 ** (1 / 6) * sig, 0.5, 1.1], dtype=torch.float64)
+    v, f = lj_pair(r * r, c6, c12, cutoff=1.0, shift=False)
+    assert float(v[0]) == pytest.approx(0.0, abs=1e-12) and float(v[1]) == pytest.approx(-eps)
+    assert float(f[1]) == pytest.approx(0.0, abs=1e-9)   # no force at the minimum
+    assert float(v[3]) == 0.0 and float(f[3]) == 0.0     # beyond the cut-off
+    vs, fs = lj_pair(r * r, c6, c12, cutoff=1.0, shift=True)
+    rc = torch.tensor([1.0], dtype=torch.float64)
+    assert float(vs[2]) == pytest.approx(float(v[2]) - float(lj_pair(rc * rc * 0.999999, c6, c12, 1.0, False)[0][0]), rel=1e-5)
+    assert torch.equal(fs, f)                            # potential-shift leaves the forces alone
     # 3 atoms: 0, 1 in molecule 0; 2 in molecule 1
     i, j, e = np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([-1.0, -2.0, -4.0])
     per = metrics.per_molecule(i, j, e, np.array([0, 0, 1]), 2)
@@ -161,9 +168,15 @@ def test_lj_per_molecule_and_clashes():
     assert metrics.count_clashes(i, j, d, 3, metrics.pair_keys([[0, 1]], 3)) == 1
 
 
-def test_elements():
-    el = metrics.elements(["C1", "H12", "CA", "OW", "CH2", "X1", "1HB"], [12.011, 1.008, 12.0, 16.0, 14.027, 14.027, 1.008])
-    assert el.tolist() == ["C", "H", "C", "O", "C", "C", "H"]
+def test_elements_one_rule():
+    from gmx_dbm.elements import elements, guess_element
+    el = elements(["C1", "H12", "CA", "OW", "CH2", "X1", "1HB", "CL1", "BR", "H1", "CL2"],
+                  masses=[12.011, 1.008, 12.0, 16.0, 14.027, 14.027, 1.008, 35.45, 79.904, 3.024, 12.011])
+    # CL1 of mass 35.45 is chlorine, BR bromine, a 3.024 u hydrogen (mass repartitioning) stays H, and a
+    # carbon named CL2 of mass 12 stays C
+    assert el.tolist() == ["C", "H", "C", "O", "C", "C", "H", "Cl", "Br", "H", "C"]
+    assert guess_element("X", atomic_number=17) == "Cl"        # the topology's at.num wins
+    assert guess_element("Q9", mass=30.974) == "P"            # by mass only when the name says nothing
 
 
 def test_bonded_histograms_identical_and_shifted(tmp_path):

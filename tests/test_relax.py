@@ -237,7 +237,7 @@ def test_wrapper_topology_and_user_mdp(tmp_path):
     assert copy.index("posre_gmx_dbm_A.itp") < copy.index("B 3") < copy.index("posre_gmx_dbm_B.itp")
     assert (tmp_path / "work" / "posre_gmx_dbm_A.itp").read_text().count("  500") == 3  # heavy atom 1 only
     assert list(prep.restrained) == [0, 2, 4, 6]
-    from gmx_dbm.relax import read_mdp
+    from gmx_dbm.io.mdp import read_mdp
     user = read_mdp(tmp_path / "user.mdp")
     md, n = make_mdp("md", RelaxOptions(md_ps=1.0), prep, user)
     em, _ = make_mdp("em", RelaxOptions(), prep, user)
@@ -246,3 +246,117 @@ def test_wrapper_topology_and_user_mdp(tmp_path):
     assert n == 1000 and "nsteps = 1000" in " ".join(md.split())
     assert "-DFOO" in md and "-DGMX_DBM_POSRES" in md
     assert md.count("epsilon-rf") == 1  # replaced, not duplicated
+
+
+FF = (ROOT / "topologies" / "mp_ps.ff" / "forcefield.itp").resolve()
+MOL = ("[ moleculetype ]\n{n} 3\n[ atoms ]\n1 C 1 R C1 1 0.0 12.011\n2 H 1 R H1 1 0.0 1.008\n"
+       "[ bonds ]\n1 2 1 0.11 10000\n")
+
+
+def test_missing_include_in_inactive_block_is_not_followed(tmp_path):
+    """An #include inside #ifdef FLEXIBLE is read only with FLEXIBLE defined (as grompp -DFLEXIBLE would):
+    absent, it is no error; defined, its absence names the including file and line."""
+    from gmx_dbm.errors import TopologyError
+    from gmx_dbm.relax import prepare_topology
+    (tmp_path / "sys.top").write_text(f'#include "{FF}"\n' + MOL.format(n="A") +
+                                      '#ifdef FLEXIBLE\n#include "missing.itp"\n#endif\n'
+                                      "[ system ]\nt\n[ molecules ]\nA 2\n")
+    prep = prepare_topology(tmp_path / "sys.top", tmp_path / "work")
+    top = (tmp_path / "work" / "topol.top").read_text()
+    assert '#ifdef FLEXIBLE\n#include "missing.itp"\n#endif' in top   # grompp skips it as well
+    assert list(prep.restrained) == [0, 2]
+    assert not (tmp_path / "work" / "include" / "missing.itp").exists()
+    with pytest.raises(TopologyError, match=r"sys.top:9: #include file 'missing.itp' not found") as exc:
+        prepare_topology(tmp_path / "sys.top", tmp_path / "work2", defines=["FLEXIBLE"])
+    assert exc.value.line == 9 and exc.value.path == str((tmp_path / "sys.top").resolve())
+
+
+def test_defines_in_files_and_else_branches_decide_what_is_read(tmp_path):
+    """#define/#undef in the topology count like -D; #ifndef/#else pick the branch; a moleculetype file
+    behind an include guard is still rewritten with a restraint include after each of its moleculetypes."""
+    from gmx_dbm.relax import prepare_topology
+    (tmp_path / "one.itp").write_text(MOL.format(n="C"))
+    (tmp_path / "two.itp").write_text("#ifndef TWO_ITP\n#define TWO_ITP\n" + MOL.format(n="A") + MOL.format(n="B")
+                                      + "#endif\n")
+    (tmp_path / "sys.top").write_text(
+        f'#include "{FF}"\n#define USE_ONE\n#define DROPPED\n#undef DROPPED\n'
+        '#ifndef USE_ONE\n#include "absent_a.itp"\n#else\n#include "one.itp"\n#endif\n'
+        '#ifdef DROPPED\n#include "absent_b.itp"\n#endif\n'
+        '#include "two.itp"\n#include "two.itp"\n'
+        "[ system ]\nt\n[ molecules ]\nC 1\nA 1\nB 1\n")
+    prep = prepare_topology(tmp_path / "sys.top", tmp_path / "work", "heavy", 500.0)
+    top = (tmp_path / "work" / "topol.top").read_text()
+    assert f'#include "{(tmp_path / "one.itp").resolve()}"' in top
+    assert top.index("posre_gmx_dbm_C.itp") > top.index("one.itp")
+    copy = next((tmp_path / "work" / "topology").glob("*two.itp")).read_text()
+    assert copy.index("posre_gmx_dbm_A.itp") < copy.index("B 3") < copy.index("posre_gmx_dbm_B.itp")
+    assert list(prep.restrained) == [0, 2, 4]
+
+
+@pytest.mark.parametrize("text, line, what", [
+    ("#endif\n", 2, "#endif without an open #ifdef"),
+    ("#else\n", 2, "#else without an open #ifdef"),
+    ("#ifdef X\n[ system ]\n", 2, "without a matching #endif"),
+    ("#ifdef\n#endif\n", 2, "#ifdef without a name"),
+])
+def test_unbalanced_conditionals_name_file_and_line(tmp_path, text, line, what):
+    from gmx_dbm.errors import TopologyError
+    from gmx_dbm.relax import prepare_topology
+    (tmp_path / "sys.top").write_text(f'#include "{FF}"\n' + text)
+    with pytest.raises(TopologyError, match=rf"sys.top:{line}: {what}"):
+        prepare_topology(tmp_path / "sys.top", tmp_path / "work")
+
+
+def test_user_mdp_define_is_a_topology_define(tmp_path):
+    from gmx_dbm.io.mdp import read_mdp
+    from gmx_dbm.relax import mdp_defines
+    (tmp_path / "u.mdp").write_text("define = -DFLEXIBLE -DFC=10 -I/somewhere\n")
+    assert mdp_defines(read_mdp(tmp_path / "u.mdp")) == ["FLEXIBLE", "FC=10"]
+    assert mdp_defines(None) == []
+
+
+def _hmr_octane(tmp_path, molecules: int = 2) -> Path:
+    """topologies/octane.top with hydrogen-mass repartitioning: each hydrogen 3.024 u, its carbon lighter by
+    the 2.016 u moved, and ``molecules`` molecules."""
+    lines = (ROOT / "topologies" / "octane.itp").read_text().splitlines()
+    section, atoms, bonds = None, {}, []
+    for k, ln in enumerate(lines):
+        words = ln.split(";", 1)[0].split()
+        if ln.strip().startswith("["):
+            section = ln.strip("[] ").strip()
+        elif words and section == "atoms":
+            atoms[int(words[0])] = k
+        elif words and section == "bonds":
+            bonds.append((int(words[0]), int(words[1])))
+    name = {i: lines[k].split()[4] for i, k in atoms.items()}
+    mass = {i: float(lines[k].split()[7]) for i, k in atoms.items()}
+    for a, b in bonds:
+        for h, c in ((a, b), (b, a)):
+            if name[h].startswith("H") and name[c].startswith("C"):
+                mass[h], mass[c] = 3.024, mass[c] - 2.016
+    for i, k in atoms.items():
+        words = lines[k].split()
+        words[7] = f"{mass[i]:.3f}"
+        lines[k] = "  ".join(words)
+    (tmp_path / "octane_hmr.itp").write_text("\n".join(lines) + "\n")
+    (tmp_path / "octane_hmr.top").write_text(
+        f'#include "{FF}"\n#include "octane_hmr.itp"\n[ system ]\nHMR octane\n[ molecules ]\nL49C {molecules}\n')
+    return tmp_path / "octane_hmr.top"
+
+
+def test_heavy_atoms_by_element_with_hydrogen_mass_repartitioning(tmp_path):
+    """Restraints go on the carbons exactly: hydrogens of 3.024 u stay hydrogens, lighter carbons stay heavy."""
+    from gmx_dbm.relax import prepare_topology
+    top = _hmr_octane(tmp_path)
+    prep = prepare_topology(top, tmp_path / "work", "heavy", 1000.0)
+    flat = prep.flat
+    assert np.allclose(flat.masses[np.char.startswith(flat.names.astype(str), "H")], 3.024)
+    assert flat.masses[np.char.startswith(flat.names.astype(str), "C")].min() < 7.0
+    carbons = np.nonzero(np.char.startswith(flat.names.astype(str), "C"))[0]
+    assert len(carbons) == 16
+    assert list(prep.restrained) == list(carbons)
+    assert list(prep.heavy) == list(carbons)
+    assert list(np.nonzero(flat.is_heavy)[0]) == list(carbons)
+    rows = [ln.split() for ln in (tmp_path / "work" / "posre_gmx_dbm_L49C.itp").read_text().splitlines()
+            if ln.strip() and ln.split()[0].isdigit()]
+    assert [int(r[0]) - 1 for r in rows] == list(carbons[:8])

@@ -212,3 +212,75 @@ def test_gromacs_forcefield_include(tmp_path, gmx):
     s = read_topology(tmp_path / "t.top")
     assert s.defaults.comb_rule == 3 and s.defaults.gen_pairs and math.isclose(s.defaults.fudge_lj, 0.5)
     assert s.n_atoms == 12
+
+
+ATNUM_ITP = """
+[ atomtypes ]
+; the three column layouts grompp reads: name at.num mass ...; name bond_type at.num mass ...; name mass ...
+CAI   20 40.08  2.0 A 0.30 0.5
+opls_x CT 6 12.011 0.0 A 0.35 0.27
+CLX   17 35.45 -1.0 A 0.40 0.4
+HW       1.008  0.4 A 0.0  0.0
+[ moleculetype ]
+ION 1
+[ atoms ]
+1 CAI 1 ION CA 1
+[ moleculetype ]
+LIG 3
+[ atoms ]
+1 opls_x 1 LIG Q1  1
+2 CLX    1 LIG X2  1
+3 HW     1 LIG HW1 1
+[ bonds ]
+1 3 1 0.1 1000
+"""
+
+ATNUM_TOP = """
+[ defaults ]
+1 2 no 1.0 1.0
+#include "atnum.itp"
+[ system ]
+at.num
+[ molecules ]
+ION 1
+LIG 1
+"""
+
+
+def test_atomtypes_atomic_number_gives_elements(tmp_path):
+    # the at.num column wins over names that suggest something else: an ion named CA is calcium
+    write(tmp_path, ATNUM_ITP, "atnum.itp")
+    s = read_topology(write(tmp_path, ATNUM_TOP))
+    assert {n: t.atomic_number for n, t in s.atomtypes.items()} == {"CAI": 20, "opls_x": 6, "CLX": 17, "HW": None}
+    flat = s.flat()
+    assert flat.elements.tolist() == ["Ca", "C", "Cl", "H"]
+    assert flat.is_heavy.tolist() == [True, True, True, False]
+
+
+def test_atomtypes_atomic_number_must_be_an_integer(tmp_path):
+    write(tmp_path, ATNUM_ITP.replace("CLX   17", "CLX   1.7x"), "atnum.itp")
+    with pytest.raises(TopologyError, match=r"atnum.itp:6: .*at.num"):
+        read_topology(write(tmp_path, ATNUM_TOP))
+
+
+def test_preprocessor_importable_from_old_place():
+    from gmx_dbm.io import preprocess as pp_module
+    from gmx_dbm.io import topology
+    assert topology.preprocess is pp_module.preprocess and topology.parse_defines is pp_module.parse_defines
+    assert topology._Line is pp_module.Line
+
+
+@pytest.mark.parametrize("header, pattern", [
+    ("[ bonds ]\n1 2 1 0.1 100\n", r"t.top:3: \[ bonds \] outside a \[ moleculetype \]"),
+    ("[ cmap ]\n", r"t.top:3: section \[ cmap \] is not supported"),
+    ("[ atoms\n", r"t.top:3: malformed section header"),
+])
+def test_section_header_errors(tmp_path, header, pattern):
+    p = write(tmp_path, "[ defaults ]\n1 2 no 1 1\n" + header)
+    with pytest.raises(TopologyError, match=pattern):
+        read_topology(p)
+
+
+def test_text_before_first_section(tmp_path):
+    with pytest.raises(TopologyError, match=r"t.top:1: text before the first \[ section \]"):
+        read_topology(write(tmp_path, "1 2 no 1 1\n[ defaults ]\n"))

@@ -52,8 +52,8 @@ def add_arguments(p):
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     p.add_argument("--relax", action="store_true",
                    help="relax the result in GROMACS (energy minimisation + restrained MD); see `gmx_dbm relax`")
-    # ---- relaxation options (used with --relax; defined in gmx_dbm/commands/relax.py) ----
-    from .relax import add_relax_options
+    # ---- relaxation options (used with --relax; shared with `gmx_dbm relax`) ----
+    from ._relax_args import add_relax_options
     add_relax_options(p)
     # ---- end of relaxation options ----
 
@@ -74,12 +74,24 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.relax:
-        from .relax import relax_after_backmap
-        return relax_after_backmap(args)
+        return _relax_after_backmap(args)
     backmap(args.cg, args.topology, args.mapping, args.output, model=args.model, gibbs=args.gibbs,
             orientations=args.orientations, seed=args.seed, constraints=args.constraints,
             defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
             proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, quality=not args.no_quality,
             md_steps=args.md_steps, temperature=args.temperature, stereo=stereo_choice(args),
             progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
+    return 0
+
+
+def _relax_after_backmap(args) -> int:
+    """``--relax``: backmap into the work directory, then relax each frame in GROMACS (``gmx_dbm.workflow``)."""
+    from ..workflow import backmap_then_relax
+    from ._relax_args import options_from_args
+    backmap_then_relax(args.cg, args.topology, args.mapping, args.output, options_from_args(args),
+                       workdir=args.workdir, defines=args.defines or None, model=args.model, gibbs=args.gibbs,
+                       orientations=args.orientations, seed=args.seed, constraints=args.constraints,
+                       device=args.device, select_temperature=args.select_temperature,
+                       proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps,
+                       temperature=args.temperature, quality=not args.no_quality, stereo=stereo_choice(args))
     return 0

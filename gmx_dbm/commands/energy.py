@@ -22,7 +22,7 @@ def run(args) -> int:
 
     import torch
 
-    from ..ff.forcefield import compute_energies
+    from ..energy import compute_energies
     from ..io import atomic_output, check_writable
 
     if args.json:

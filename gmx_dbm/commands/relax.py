@@ -1,45 +1,13 @@
 """`gmx_dbm relax`: energy minimisation + position-restrained MD in GROMACS (gmxapi, or the gmx command line).
 
-``add_relax_options`` is shared with ``gmx_dbm backmap --relax``; ``relax_after_backmap`` is what that flag
-runs: backmap into the work directory, then relax every frame and stream the results to the output.
+The relaxation options (``add_relax_options``) are shared with ``gmx_dbm backmap --relax``
+(``gmx_dbm/commands/_relax_args.py``).
 """
 from __future__ import annotations
 
+from ._relax_args import add_relax_options, options_from_args
+
 HELP = "relax all-atom structures in GROMACS: steepest-descent EM, then position-restrained MD"
-
-
-def add_relax_options(p, standalone: bool = False):
-    """Options of the relaxation (``standalone``: the relax command, which also takes -f for a user mdp)."""
-    g = p.add_argument_group("relaxation in GROMACS" + ("" if standalone else " (with --relax)"))
-    g.add_argument("--steps-em", type=int, default=5000,
-                   help="maximum steepest-descent steps (stops earlier at Fmax < --emtol; 0: no EM)")
-    g.add_argument("--emtol", type=float, default=500.0, help="EM converged at Fmax below this (kJ/mol/nm)")
-    g.add_argument("--md-ps", type=float, default=10.0, help="restrained NVT MD length in ps (0: no MD)")
-    g.add_argument("--dt", type=float, default=0.001, help="MD time step in ps")
-    if standalone:  # backmap has its own --temperature (the CG system's), used for this MD too
-        g.add_argument("--temperature", type=float, default=300.0, help="MD temperature (K), v-rescale thermostat")
-    g.add_argument("--restrain", default="heavy", choices=["heavy", "all", "none"],
-                   help="atoms restrained to the input positions (heavy: all but hydrogens)")
-    g.add_argument("--fc", type=float, default=1000.0, help="restraint force constant (kJ/mol/nm2)")
-    g.add_argument("--md-constraints", default="h-bonds", choices=["none", "h-bonds", "all-bonds"],
-                   help="GROMACS constraints during EM and MD (LINCS)")
-    if standalone:
-        g.add_argument("-f", "--mdp", default=None, metavar="MDP",
-                       help="user .mdp: its entries override the generated run parameters")
-    else:
-        g.add_argument("--relax-mdp", dest="mdp", default=None, metavar="MDP",
-                       help="user .mdp: its entries override the generated run parameters")
-    g.add_argument("--engine", default="gmxapi", choices=["gmxapi", "gmx"],
-                   help="gmxapi (falls back to the gmx command line, with a notice, when not importable) or gmx")
-    g.add_argument("--workdir", default=None, metavar="DIR",
-                   help="work directory (kept; a fresh folder inside DIR if DIR is not empty); default: a "
-                        "fresh gmx_dbm_relax_* folder next to the output")
-    g.add_argument("--min-distance", type=float, default=0.05,
-                   help="push apart atom pairs closer than this (nm) before EM; single-precision GROMACS "
-                        "overflows on near-overlaps (0: off)")
-    g.add_argument("--maxwarn", type=int, default=0, help="grompp -maxwarn")
-    g.add_argument("--md-seed", type=int, default=1, help="gen-seed of the MD velocities")
-    g.add_argument("--md-threads", type=int, default=0, help="mdrun -nt (0: GROMACS decides)")
 
 
 def add_arguments(p):
@@ -50,15 +18,6 @@ def add_arguments(p):
                    help="preprocessor define for the topology, as grompp -D")
     p.add_argument("--summary", default=None, metavar="JSON", help="write the per-frame results as JSON")
     add_relax_options(p, standalone=True)
-
-
-def options_from_args(args):
-    from ..relax import RelaxOptions
-    return RelaxOptions(steps_em=args.steps_em, emtol=args.emtol, md_ps=args.md_ps, dt=args.dt,
-                        temperature=300.0 if args.temperature is None else args.temperature, restrain=args.restrain, fc=args.fc,
-                        constraints=args.md_constraints, mdp=args.mdp, engine=args.engine,
-                        threads=args.md_threads, seed=args.md_seed, maxwarn=args.maxwarn,
-                        min_distance=args.min_distance)
 
 
 def _write_summary(path, summary):
@@ -76,27 +35,4 @@ def run(args) -> int:
     summary = relax(args.conf, args.topology, args.output, options_from_args(args), workdir=args.workdir,
                     defines=args.defines or None)
     _write_summary(getattr(args, "summary", None), summary)
-    return 0
-
-
-def relax_after_backmap(args) -> int:
-    """``gmx_dbm backmap ... --relax``: backmap into the work directory, then relax each frame."""
-    from ..backmap import backmap
-    from ..io.safe import check_writable
-    from .backmap import stereo_choice
-    from ..relax import fresh_workdir, relax
-    options = options_from_args(args)
-    options.check()
-    check_writable(args.output)
-    wd = fresh_workdir(args.workdir, args.output)
-    backmapped = wd / "backmapped.gro"
-    summary = backmap(args.cg, args.topology, args.mapping, backmapped, model=args.model, gibbs=args.gibbs,
-                      orientations=args.orientations, seed=args.seed, constraints=args.constraints,
-                      defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
-                      proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps,
-                      temperature=args.temperature, quality=not args.no_quality,
-                      stereo=stereo_choice(args))
-    # the GROMACS MD runs at the temperature the frames were thermalised at (the CG system's)
-    options.temperature = summary["temperature"]
-    relax(backmapped, args.topology, args.output, options, workdir=wd / "relax", defines=args.defines or None)
     return 0

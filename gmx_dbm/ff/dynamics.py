@@ -18,14 +18,15 @@ import math
 import numpy as np
 import torch
 
+from .. import units
 from ..errors import InputError
-from ..geometry import box_heights, periodic_pairs
+from ..geometry import box_heights
+from . import functional as F
 from .forcefield import ForceField, NonbondedSettings
 from .geometry import minimum_image_one_box as minimum_image
 
 log = logging.getLogger(__name__)
 
-KB = 0.00831446261815324  # kJ/mol/K
 PAIR_CHUNK = 1 << 19  # pairs per chunk of the force loop (temporaries of a few MB stay in the heap)
 
 
@@ -174,19 +175,15 @@ class RestrainedLangevin:
         ~70 MB each, which the allocator maps and unmaps (and the kernel zeroes) on every step."""
         i_all, j_all, shift_all, c6_all, c12_all, qq_all = pairs
         f = torch.zeros_like(x)
-        rc2 = self.cutoff ** 2
+        shift = self.ff.settings.modifier == "potential-shift"
         for s in range(0, len(i_all), PAIR_CHUNK):
             sl = slice(s, s + PAIR_CHUNK)
-            i, j, c6, c12 = i_all[sl], j_all[sl], c6_all[sl], c12_all[sl]
+            i, j = i_all[sl], j_all[sl]
             d = x[j] - x[i] + shift_all[sl]
             r2 = (d * d).sum(-1)
-            inv2 = 1.0 / r2
-            inv6 = inv2 * inv2 * inv2
-            # -dV/dr / r; GROMACS cuts forces at the cut-off (potential-shift changes energies only)
-            fscal = (12.0 * c12 * inv6 - 6.0 * c6) * inv6 * inv2
+            _, fscal = F.lj_pair(r2, c6_all[sl], c12_all[sl], self.cutoff, shift)
             if qq_all is not None:
-                fscal = fscal + qq_all[sl] * (inv2 * torch.sqrt(inv2) - 2.0 * self.ff.k_rf)
-            fscal = torch.where(r2 < rc2, fscal, torch.zeros_like(fscal))
+                fscal = fscal + F.reaction_field_pair(r2, qq_all[sl], self.cutoff, self.ff.k_rf, self.ff.c_rf)[1]
             fvec = fscal[:, None] * d
             f.index_add_(0, j, fvec).index_add_(0, i, -fvec)
         return f
@@ -204,10 +201,9 @@ class RestrainedLangevin:
                              "nm): switch it off (--md-steps 0)")
 
     def _pairs(self, x, box_np):
-        xd = x.detach().double().numpy()
-        i, j, _ = periodic_pairs(xd, box_np, self.cutoff + self.skin)
-        i, j = self.ff.drop_excluded(torch.from_numpy(i), torch.from_numpy(j))
-        x64, box64 = torch.from_numpy(xd), torch.from_numpy(box_np)
+        xd = x.detach().double()
+        i, j = self.ff.pairs(xd, box_np, cutoff=self.cutoff + self.skin)
+        x64, box64 = xd, torch.from_numpy(box_np)
         d = x64[j] - x64[i]
         shift = (minimum_image(d, box64) - d).to(self.dtype)
         ti, tj = self.ff.type_index[i], self.ff.type_index[j]
@@ -229,7 +225,7 @@ class RestrainedLangevin:
         inv_m = torch.full((n,), 1.0 / self.mass, dtype=self.dtype)
         if self.bonds is not None:
             x = project_bonds(x, box, self.bonds, self.lengths, inv_m)
-        kt = KB * self.temperature
+        kt = units.KB * self.temperature
         sigma_v = math.sqrt(kt / self.mass)
         v = torch.randn(n, 3, generator=rng).to(self.dtype) * sigma_v
         c1 = math.exp(-self.friction * self.dt)

@@ -4,22 +4,25 @@
 (B,) in kJ/mol: bond, angle, proper (dihedral funcs 1, 3, 9), improper (2, 4), lj_sr, lj_14, and with
 charges coulomb_sr and coulomb_14. Non-bonded terms follow GROMACS' Verlet scheme: plain cut-off with
 potential shift (vdw-modifier), reaction field including GROMACS' exclusion correction and self term,
-no dispersion correction. Short-range pairs come from a cell list per frame (no N^2 matrices); their
-energy and gradient are computed chunk by chunk with analytic forces, so memory stays O(pairs) of ints.
+no dispersion correction. Short-range pairs come from the periodic k-d tree search
+(``gmx_dbm.geometry.periodic_pairs``; boxes thinner than twice the cut-off are refused, as grompp does);
+their energy and gradient come from one pair kernel (``functional.lj_pair``, ``reaction_field_pair``),
+chunk by chunk with analytic forces, so memory stays O(pairs) of ints. ``energies`` and
+``pair_energies`` are the energies-only entry points (evaluation, quality flags); the thermalisation
+uses ``pairs`` and the same kernel.
 The gradient flows to positions only (not to the box) and only to first order.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import units
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..geometry import box_heights, periodic_pairs
 from ..topology import FlatTopology
 from . import functional as F
@@ -69,122 +72,48 @@ class NonbondedSettings:
         return 1.0 if self.coulomb == "cut-off" else self.epsilon_rf
 
 
-_MDP_ALIASES = {"coulomb-type": "coulombtype", "vdw-type": "vdwtype", "ns-type": "ns-type"}
-
-
-def read_mdp_settings(path, base: NonbondedSettings | None = None) -> NonbondedSettings:
-    """Non-bonded settings from a GROMACS .mdp file (unknown keys are ignored; unsupported values of
-    the keys that matter raise ConfigError with the line). Missing keys take GROMACS' defaults."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError("mdp file not found", path=str(path))
-    values, lines = {}, {}
-    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
-        text = raw.split(";", 1)[0].strip()
-        if not text:
-            continue
-        if "=" not in text:
-            raise ConfigError(f"expected 'key = value', got '{text}'", path=str(path), line=lineno)
-        key, _, value = text.partition("=")
-        key = key.strip().lower().replace("_", "-")
-        key = _MDP_ALIASES.get(key, key)
-        values[key] = value.strip()
-        lines[key] = lineno
-
-    def err(key, msg):
-        return ConfigError(msg, path=str(path), line=lines.get(key))
-
+def settings_from_mdp(mdp) -> NonbondedSettings:
+    """Non-bonded settings from a parsed .mdp file (``gmx_dbm.io.mdp.MdpFile``: ``get(key, default)`` on
+    normalised keys, ``error(key, message)`` -> ConfigError with path and line). Keys that do not matter
+    here are ignored; unsupported values of the ones that matter are errors; missing keys take GROMACS'
+    defaults."""
     def num(key, default):
-        if key not in values or values[key] == "":
+        value = mdp.get(key, "")
+        if value == "":
             return default
         try:
-            return float(values[key])
+            return float(value)
         except ValueError:
-            raise err(key, f"{key} must be a number, got '{values[key]}'") from None
+            raise mdp.error(key, f"{key} must be a number, got '{value}'") from None
 
-    scheme = values.get("cutoff-scheme", "verlet").lower()
-    if scheme != "verlet":
-        raise err("cutoff-scheme", f"cutoff-scheme {values['cutoff-scheme']}: only Verlet is supported "
-                                   "(GROMACS 2020+ has no group scheme)")
-    vdwtype = values.get("vdwtype", "cut-off").lower()
-    if vdwtype != "cut-off":
-        raise err("vdwtype", f"vdwtype {values['vdwtype']} not supported (cut-off with a modifier only)")
-    modifier = values.get("vdw-modifier", "potential-shift").lower()
+    scheme = mdp.get("cutoff-scheme", "verlet")
+    if scheme.lower() != "verlet":
+        raise mdp.error("cutoff-scheme", f"cutoff-scheme {scheme}: only Verlet is supported "
+                                         "(GROMACS 2020+ has no group scheme)")
+    vdwtype = mdp.get("vdwtype", "cut-off")
+    if vdwtype.lower() != "cut-off":
+        raise mdp.error("vdwtype", f"vdwtype {vdwtype} not supported (cut-off with a modifier only)")
+    given = mdp.get("vdw-modifier", "potential-shift")
     modifier = {"potential-shift-verlet": "potential-shift", "potential-shift": "potential-shift",
-                "none": "none"}.get(modifier)
+                "none": "none"}.get(given.lower())
     if modifier is None:
-        raise err("vdw-modifier", f"vdw-modifier {values['vdw-modifier']} not supported (Potential-shift or None)")
-    coul = values.get("coulombtype", "cut-off").lower()
+        raise mdp.error("vdw-modifier", f"vdw-modifier {given} not supported (Potential-shift or None)")
+    given = mdp.get("coulombtype", "cut-off")
+    coul = given.lower()
     if coul in ("reaction-field", "reaction-field-zero"):
         coul = "reaction-field"
     elif coul != "cut-off":
-        raise err("coulombtype", f"coulombtype {values['coulombtype']} not supported "
-                                 "(Reaction-Field or Cut-off; PME is not implemented)")
-    disp = values.get("dispcorr", "no").lower()
-    if disp != "no":
-        log.warning("%s: DispCorr %s is not included in gmx_dbm's energies", path, values["dispcorr"])
+        raise mdp.error("coulombtype", f"coulombtype {given} not supported "
+                                       "(Reaction-Field or Cut-off; PME is not implemented)")
+    disp = mdp.get("dispcorr", "no")
+    if disp.lower() != "no":
+        log.warning("DispCorr %s is not included in gmx_dbm's energies", disp)
     settings = NonbondedSettings(cutoff=num("rvdw", 1.0), modifier=modifier, coulomb=coul,
                                  rcoulomb=num("rcoulomb", 1.0), epsilon_r=num("epsilon-r", 1.0),
                                  epsilon_rf=num("epsilon-rf", 0.0))
     if settings.epsilon_r == 0:
-        raise err("epsilon-r", "epsilon-r 0 (infinity) switches electrostatics off; not supported")
+        raise mdp.error("epsilon-r", "epsilon-r 0 (infinity) switches electrostatics off; not supported")
     return settings
-
-
-# --------------------------------------------------------------------------- neighbour search
-@torch.no_grad()
-def neighbor_pairs(pos: torch.Tensor, box: torch.Tensor, cutoff: float, block: int = 2_000_000, split: int = 1):
-    """All pairs i < j with minimum-image distance < cutoff for one frame (pos (N,3), box (3,3)).
-    Cell list in fractional coordinates: cells at least cutoff/split wide along each box height, so
-    neighbours lie within +-split cells; candidate blocks bounded by ``block`` entries. Returns i, j."""
-    n_atoms = pos.shape[0]
-    dev = pos.device
-    vol = torch.abs(torch.linalg.det(box))
-    heights = torch.stack([vol / norm(torch.cross(box[(k + 1) % 3], box[(k + 2) % 3], dim=-1)) for k in range(3)])
-    if float(heights.min()) < 2 * cutoff * (1 - 1e-9):
-        log.debug("box height %.3f nm < 2 x cut-off: minimum image may miss pairs", float(heights.min()))
-    ncell = torch.clamp(torch.floor(heights * split / cutoff), 1, 256).to(torch.int64)
-    nx_, ny, nz = (int(v) for v in ncell)
-    frac = pos @ torch.linalg.inv(box)
-    frac = frac - torch.floor(frac)
-    c3 = torch.minimum((frac * ncell.to(frac.dtype)).to(torch.int64), ncell - 1)
-    cid = (c3[:, 0] * ny + c3[:, 1]) * nz + c3[:, 2]
-    n_cells = nx_ * ny * nz
-    order = torch.argsort(cid)
-    counts = torch.bincount(cid, minlength=n_cells)
-    m = int(counts.max())
-    start = torch.cumsum(counts, 0) - counts
-    sorted_cid = cid[order]
-    slot = torch.arange(n_atoms, device=dev) - start[sorted_cid]
-    table = torch.full((n_cells, m), -1, dtype=torch.int64, device=dev)
-    table[sorted_cid, slot] = order
-    cells = torch.arange(n_cells, device=dev)
-    cc = torch.stack([cells // (ny * nz), (cells // nz) % ny, cells % nz], dim=1)
-    offs = [sorted({o % n for o in range(-split, split + 1)}) for n in (nx_, ny, nz)]
-    rc2 = cutoff * cutoff
-    out_i, out_j = [], []
-    chunk = max(1, block // (m * m))
-    for ox in offs[0]:
-        for oy in offs[1]:
-            for oz in offs[2]:
-                nb3 = (cc + torch.tensor([ox, oy, oz], device=dev)) % ncell
-                nb = (nb3[:, 0] * ny + nb3[:, 1]) * nz + nb3[:, 2]
-                for c0 in range(0, n_cells, chunk):
-                    ai = table[c0:c0 + chunk].unsqueeze(2)
-                    aj = table[nb[c0:c0 + chunk]].unsqueeze(1)
-                    ai, aj = torch.broadcast_tensors(ai, aj)
-                    ok = (ai >= 0) & (aj > ai)
-                    ii, jj = ai[ok], aj[ok]
-                    if ii.numel() == 0:
-                        continue
-                    d = minimum_image((pos[jj] - pos[ii]).unsqueeze(0), box.unsqueeze(0))[0]
-                    keep = (d * d).sum(-1) < rc2
-                    out_i.append(ii[keep])
-                    out_j.append(jj[keep])
-    if not out_i:
-        empty = torch.zeros(0, dtype=torch.int64, device=dev)
-        return empty, empty
-    return torch.cat(out_i), torch.cat(out_j)
 
 
 class _Nonbonded(torch.autograd.Function):
@@ -192,15 +121,15 @@ class _Nonbonded(torch.autograd.Function):
     forward, so no per-pair autograd graph is kept)."""
 
     @staticmethod
-    def forward(ctx, pos, box, ff):
-        e_lj, e_c, g_lj, g_c = ff._nonbonded_frame(pos.detach(), box.detach())
+    def forward(ctx, pos, box, ff, pairs):
+        e_lj, e_c, g_lj, g_c = ff._nonbonded_frame(pos.detach(), box.detach(), pairs)
         ctx.save_for_backward(g_lj, g_c)
         return e_lj, e_c
 
     @staticmethod
     def backward(ctx, d_lj, d_c):
         g_lj, g_c = ctx.saved_tensors
-        return d_lj * g_lj + d_c * g_c, None, None
+        return d_lj * g_lj + d_c * g_c, None, None, None
 
 
 class ForceField(nn.Module):
@@ -274,6 +203,24 @@ class ForceField(nn.Module):
         return out
 
     # ------------------------------------------------------------------ non-bonded
+    @property
+    def rmax(self) -> float:
+        """The longest non-bonded cut-off (nm)."""
+        s = self.settings
+        return max(s.cutoff, s.rcoulomb if self.has_charges else 0.0)
+
+    def check_box(self, box, cutoff: float | None = None, where: str = "") -> None:
+        """grompp's rule: every cut-off at most half the smallest box height, else the minimum image is
+        not unique and pairs would be missed. InputError otherwise."""
+        h = float(box_heights(np.asarray(box.detach().cpu() if torch.is_tensor(box) else box,
+                                         dtype=np.float64)).min())
+        rmax = self.rmax if cutoff is None else float(cutoff)
+        if rmax > 0.5 * h * (1 + 1e-12):
+            raise InputError(f"the cut-off {rmax:g} nm is longer than half the smallest box height "
+                             f"({h:g} nm): the minimum image is not unique (grompp refuses this box too); "
+                             "use a shorter cut-off (-f MDP: rvdw, rcoulomb) or a larger box",
+                             where=where or None)
+
     def drop_excluded(self, i: torch.Tensor, j: torch.Tensor) -> tuple:
         """The pairs (i < j) that are not excluded."""
         if len(self.excl_keys):
@@ -283,66 +230,69 @@ class ForceField(nn.Module):
             i, j = i[keep], j[keep]
         return i, j
 
-    def _nonbonded_frame(self, pos, box):
-        s = self.settings
-        rmax = max(s.cutoff, s.rcoulomb if self.has_charges else 0.0)
-        i, j = self.drop_excluded(*self._search(pos, box, rmax))
-        return self.pair_terms(pos, box, i, j)
+    def pairs(self, positions, box, cutoff: float | None = None) -> tuple:
+        """Non-excluded pairs (i < j) of one frame within ``cutoff`` (default: the force field's longest
+        cut-off) as int64 tensors on the positions' device; the box is checked first (``check_box``)."""
+        rmax = self.rmax if cutoff is None else float(cutoff)
+        self.check_box(box, rmax)
+        pos = positions.detach().cpu().double().numpy() if torch.is_tensor(positions) else np.asarray(positions)
+        bx = box.detach().cpu().double().numpy() if torch.is_tensor(box) else np.asarray(box)
+        i, j, _ = periodic_pairs(pos, bx, rmax)
+        dev = positions.device if torch.is_tensor(positions) else torch.device("cpu")
+        return self.drop_excluded(torch.from_numpy(i).to(dev), torch.from_numpy(j).to(dev))
 
-    @staticmethod
-    def _search(pos, box, rmax):
-        """Pairs within rmax: scipy's k-d tree on the CPU (~10x faster than the torch cell list for 5832
-        atoms), the cell list on other devices or where the minimum image is not unique."""
-        if pos.device.type == "cpu" and rmax <= 0.5 * float(box_heights(box.double().numpy()).min()):
-            i, j, _ = periodic_pairs(pos.detach().double().numpy(), box.detach().double().numpy(), rmax)
-            return torch.from_numpy(i), torch.from_numpy(j)
-        return neighbor_pairs(pos, box, rmax)
+    def _pair_kernel(self, pos, box, ii, jj):
+        """Per-pair short-range (LJ energy, LJ fscal, Coulomb energy, Coulomb fscal, vectors d) for pairs
+        (ii, jj) of one frame (``functional.lj_pair`` / ``reaction_field_pair``)."""
+        s = self.settings
+        d = minimum_image((pos[jj] - pos[ii]).unsqueeze(0), box.unsqueeze(0))[0]
+        r2 = (d * d).sum(-1)
+        ti, tj = self.type_index[ii], self.type_index[jj]
+        v_lj, f_lj = F.lj_pair(r2, self.c6[ti, tj], self.c12[ti, tj], s.cutoff, s.modifier == "potential-shift")
+        if self.has_charges:
+            qq = self.charges[ii] * self.charges[jj] * self.f_elec
+            v_c, f_c = F.reaction_field_pair(r2, qq, s.rcoulomb, self.k_rf, self.c_rf)
+        else:
+            v_c = f_c = torch.zeros_like(v_lj)
+        return v_lj, f_lj, v_c, f_c, d
+
+    @torch.no_grad()
+    def pair_energies(self, positions, box, i, j) -> tuple:
+        """Short-range (LJ, Coulomb) energy of each given non-excluded pair (kJ/mol, tensors (m,))."""
+        pos, bx = self._as_frame(positions, box)
+        out_lj, out_c = [], []
+        for a in range(0, len(i), self.chunk):
+            v_lj, _, v_c, _, _ = self._pair_kernel(pos, bx, i[a:a + self.chunk], j[a:a + self.chunk])
+            out_lj.append(v_lj)
+            out_c.append(v_c)
+        if not out_lj:
+            z = pos.new_zeros(0)
+            return z, z
+        return torch.cat(out_lj), torch.cat(out_c)
 
     def pair_terms(self, pos, box, i, j):
         """Short-range LJ and Coulomb energies and their gradients (N, 3) over the given non-excluded pairs
         (i < j) of one frame; pairs beyond the cut-offs contribute nothing, so a Verlet list with a skin
         may be passed. Returns e_lj, e_coulomb, grad_lj, grad_coulomb."""
-        s = self.settings
         g_lj = torch.zeros_like(pos)
         g_c = torch.zeros_like(pos)
         e_lj = torch.zeros((), dtype=torch.float64, device=pos.device)
         e_c = torch.zeros((), dtype=torch.float64, device=pos.device)
-        rv2, rc2 = s.cutoff ** 2, s.rcoulomb ** 2
-        shift = s.modifier == "potential-shift"
-        inv_rv6 = 1.0 / s.cutoff ** 6
         for a in range(0, len(i), self.chunk):
             ii, jj = i[a:a + self.chunk], j[a:a + self.chunk]
-            d = minimum_image((pos[jj] - pos[ii]).unsqueeze(0), box.unsqueeze(0))[0]
-            r2 = (d * d).sum(-1)
-            ti, tj = self.type_index[ii], self.type_index[jj]
-            c6, c12 = self.c6[ti, tj], self.c12[ti, tj]
-            inside = r2 < rv2
-            inv2 = 1.0 / r2
-            inv6 = inv2 * inv2 * inv2
-            v = (c12 * inv6 - c6) * inv6
-            if shift:
-                v = v - (c12 * inv_rv6 - c6) * inv_rv6
-            # dV/dr * 1/r = (-12 c12/r^12 + 6 c6/r^6) / r^2
-            fscal = (-12.0 * c12 * inv6 + 6.0 * c6) * inv6 * inv2
-            v = torch.where(inside, v, torch.zeros_like(v))
-            fscal = torch.where(inside, fscal, torch.zeros_like(fscal))
-            e_lj = e_lj + v.sum(dtype=torch.float64)
-            gvec = fscal.unsqueeze(-1) * d
-            g_lj.index_add_(0, jj, gvec)
-            g_lj.index_add_(0, ii, -gvec)
+            v_lj, f_lj, v_c, f_c, d = self._pair_kernel(pos, box, ii, jj)
+            e_lj = e_lj + v_lj.sum(dtype=torch.float64)
+            gvec = f_lj.unsqueeze(-1) * d        # force on j; the gradient is its negative
+            g_lj.index_add_(0, ii, gvec).index_add_(0, jj, -gvec)
             if self.has_charges:
-                qq = self.charges[ii] * self.charges[jj] * self.f_elec
-                inc = r2 < rc2
-                r = torch.sqrt(r2)
-                vc = qq * (1.0 / r + self.k_rf * r2 - self.c_rf)
-                fc = qq * (-inv2 / r + 2.0 * self.k_rf)
-                vc = torch.where(inc, vc, torch.zeros_like(vc))
-                fc = torch.where(inc, fc, torch.zeros_like(fc))
-                e_c = e_c + vc.sum(dtype=torch.float64)
-                gvec = fc.unsqueeze(-1) * d
-                g_c.index_add_(0, jj, gvec)
-                g_c.index_add_(0, ii, -gvec)
+                e_c = e_c + v_c.sum(dtype=torch.float64)
+                gvec = f_c.unsqueeze(-1) * d
+                g_c.index_add_(0, ii, gvec).index_add_(0, jj, -gvec)
         return e_lj.to(pos.dtype), e_c.to(pos.dtype), g_lj, g_c
+
+    def _nonbonded_frame(self, pos, box, pairs=None):
+        i, j = self.pairs(pos, box) if pairs is None else pairs
+        return self.pair_terms(pos, box, i, j)
 
     def _rf_exclusion_terms(self, x, box):
         """Reaction-field correction of excluded pairs within the cut-off plus the self term, as
@@ -381,21 +331,30 @@ class ForceField(nn.Module):
         return out
 
     # ------------------------------------------------------------------ forward
-    def forward(self, positions: torch.Tensor, box: torch.Tensor) -> dict:
-        """positions (B, N, 3) nm, box (B, 3, 3) nm (rows a, b, c) -> {term: energies (B,) kJ/mol}."""
+    def _as_frame(self, positions, box):
+        x = torch.as_tensor(positions, dtype=self.dtype, device=self.type_index.device)
+        b = torch.as_tensor(box, dtype=self.dtype, device=x.device)
+        return x, b
+
+    def forward(self, positions: torch.Tensor, box: torch.Tensor, pairs=None) -> dict:
+        """positions (B, N, 3) nm, box (B, 3, 3) nm (rows a, b, c) -> {term: energies (B,) kJ/mol}.
+        ``pairs``: the non-excluded short-range pairs (i, j) of a single frame (B = 1), if already at
+        hand (``pairs``); else they are searched per frame."""
         if positions.dim() == 2:
             positions = positions.unsqueeze(0)
         if box.dim() == 2:
             box = box.unsqueeze(0).expand(positions.shape[0], 3, 3)
         if positions.shape[1] != self.n_atoms or positions.shape[-1] != 3:
             raise ValueError(f"positions must be (B, {self.n_atoms}, 3), got {tuple(positions.shape)}")
+        if pairs is not None and positions.shape[0] != 1:
+            raise ValueError("pairs can be given for one frame only")
         x = positions.to(self.dtype)
         box = box.to(self.dtype)
         nb = x.shape[0]
         out = self.bonded_terms(x, box)
         lj, coul = [], []
         for b in range(nb):
-            e_lj, e_c = _Nonbonded.apply(x[b], box[b], self)
+            e_lj, e_c = _Nonbonded.apply(x[b], box[b], self, pairs)
             lj.append(e_lj)
             coul.append(e_c)
         out["lj_sr"] = torch.stack(lj)
@@ -403,35 +362,15 @@ class ForceField(nn.Module):
             out["coulomb_sr"] = torch.stack(coul) + self._rf_exclusion_terms(x, box)
         return out
 
+    @torch.no_grad()
+    def energies(self, positions, box, pairs=None) -> dict:
+        """{term: kJ/mol} of one frame (positions (N, 3), box (3, 3); numpy or tensors), no gradients;
+        ``pairs`` as in ``forward``."""
+        x, b = self._as_frame(positions, box)
+        e = self.forward(x[None], b[None], pairs=pairs)
+        return {k: float(v[0]) for k, v in e.items()}
+
 
 def total(energies: dict) -> torch.Tensor:
     """Sum of all terms (B,)."""
     return sum(energies.values())
-
-
-def compute_energies(conf, top, mdp=None, defines=None, include_dirs=None, dtype=torch.float64,
-                     settings: NonbondedSettings | None = None) -> dict:
-    """Energies of every frame of ``conf`` (.gro/.xtc/.pdb) with topology ``top``: returns
-    {"terms": [...], "frames": [{term: kJ/mol}], "mean": {term: kJ/mol}, "n_atoms": n, "settings": {...}}."""
-    from dataclasses import asdict
-
-    from ..io import read_frames
-    from ..io.topology import check_structure, read_topology
-
-    system = read_topology(top, defines=defines, include_dirs=include_dirs)
-    if settings is None:
-        settings = read_mdp_settings(mdp) if mdp else NonbondedSettings()
-    ff = ForceField(system.flat(), settings, dtype=dtype)
-    frames = []
-    first = True
-    for frame in read_frames(conf):
-        if first:
-            check_structure(system, frame.n_atoms, conf)
-            first = False
-        with torch.no_grad():
-            e = ff(torch.as_tensor(frame.positions, dtype=dtype)[None], torch.as_tensor(frame.box, dtype=dtype)[None])
-        frames.append({k: float(v[0]) for k, v in e.items()})
-    terms = [k for k in ENERGY_KEYS if frames and k in frames[0]]
-    mean = {k: float(np.mean([f[k] for f in frames])) for k in terms}
-    return {"terms": terms, "frames": frames, "mean": mean, "n_atoms": system.n_atoms,
-            "settings": asdict(settings)}

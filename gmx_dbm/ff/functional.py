@@ -59,17 +59,12 @@ def ryckaert_bellemans(phi, c):
 
 
 def lennard_jones(r2, c6, c12, cutoff=None, shift=True):
-    """LJ c12/r^12 - c6/r^6 from squared distances; with a cutoff and shift=True the potential is
-    shifted to zero at the cutoff (GROMACS vdw-modifier potential-shift); pairs beyond the cutoff
-    contribute 0."""
-    inv6 = 1.0 / (r2 * r2 * r2)
-    v = (c12 * inv6 - c6) * inv6
+    """LJ c12/r^12 - c6/r^6 from squared distances; with a cutoff, ``lj_pair``'s energy (shifted to zero
+    at the cut-off when ``shift``, nothing beyond it)."""
     if cutoff is not None:
-        if shift:
-            rc6 = 1.0 / cutoff ** 6
-            v = v - (c12 * rc6 - c6) * rc6
-        v = torch.where(r2 < cutoff * cutoff, v, torch.zeros_like(v))
-    return v
+        return lj_pair(r2, c6, c12, cutoff, shift)[0]
+    inv6 = 1.0 / (r2 * r2 * r2)
+    return (c12 * inv6 - c6) * inv6
 
 
 def reaction_field_constants(cutoff: float, epsilon_rf: float, epsilon_r: float = 1.0) -> tuple:
@@ -81,14 +76,39 @@ def reaction_field_constants(cutoff: float, epsilon_rf: float, epsilon_r: float 
     return k_rf, 1.0 / cutoff + k_rf * cutoff ** 2
 
 
-def reaction_field(r, qq_f, k_rf, c_rf):
-    """Reaction-field pair energy f q_i q_j (1/r + k_rf r^2 - c_rf) (qq_f includes 1/(4 pi eps0 eps_r))."""
-    return qq_f * (1.0 / r + k_rf * r * r - c_rf)
+def lj_pair(r2, c6, c12, cutoff: float, shift: bool = True) -> tuple:
+    """Short-range Lennard-Jones of pairs at squared distances r2 (nm^2), GROMACS' Verlet kernel: plain
+    cut-off, potential shifted to zero at the cut-off when ``shift`` (vdw-modifier potential-shift; the
+    forces are not shifted). Returns (energy kJ/mol, fscal) with fscal = -dV/dr / r, so that the force on
+    j is fscal * (x_j - x_i). Pairs at or beyond the cut-off contribute nothing."""
+    inv2 = 1.0 / r2
+    inv6 = inv2 * inv2 * inv2
+    v = (c12 * inv6 - c6) * inv6
+    if shift:
+        rc6 = 1.0 / cutoff ** 6
+        v = v - (c12 * rc6 - c6) * rc6
+    fscal = (12.0 * c12 * inv6 - 6.0 * c6) * inv6 * inv2
+    inside = r2 < cutoff * cutoff
+    zero = torch.zeros_like(v)
+    return torch.where(inside, v, zero), torch.where(inside, fscal, zero)
 
 
-def reaction_field_excluded(r, qq_f, k_rf, c_rf):
-    """GROMACS' (Verlet scheme) reaction-field correction for an excluded pair within the cutoff."""
-    return qq_f * (k_rf * r * r - c_rf)
+def reaction_field_pair(r2, qq_f, cutoff: float, k_rf: float, c_rf: float) -> tuple:
+    """Reaction-field Coulomb f q_i q_j (1/r + k_rf r^2 - c_rf) of non-excluded pairs within the cut-off
+    (qq_f includes 1/(4 pi eps0 eps_r)). Returns (energy kJ/mol, fscal = -dV/dr / r)."""
+    inv_r = torch.rsqrt(r2)
+    v = qq_f * (inv_r + k_rf * r2 - c_rf)
+    fscal = qq_f * (inv_r * inv_r * inv_r - 2.0 * k_rf)
+    inside = r2 < cutoff * cutoff
+    zero = torch.zeros_like(v)
+    return torch.where(inside, v, zero), torch.where(inside, fscal, zero)
+
+
+def reaction_field_excluded(r2, qq_f, cutoff: float, k_rf: float, c_rf: float):
+    """GROMACS' (Verlet scheme) reaction-field correction f q_i q_j (k_rf r^2 - c_rf) for an excluded
+    pair within the cut-off."""
+    v = qq_f * (k_rf * r2 - c_rf)
+    return torch.where(r2 < cutoff * cutoff, v, torch.zeros_like(v))
 
 
 def coulomb(r, qq_f):

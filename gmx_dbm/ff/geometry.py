@@ -26,8 +26,25 @@ def minimum_image(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
 
 
 def minimum_image_one_box(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """Minimum-image vectors d (..., 3) for one box (3, 3) (rows a, b, c)."""
-    return minimum_image(d.unsqueeze(0), box.unsqueeze(0)).squeeze(0)
+    """Exact shortest periodic image of vectors d (..., 3) for one box (3, 3) (rows a, b, c), at any
+    length: ``minimum_image``'s reduction, then the 27 neighbouring images are tried for every vector
+    still longer than half the smallest box height (where the reduction alone may pick a longer image
+    in a triclinic box)."""
+    d = minimum_image(d.unsqueeze(0), box.unsqueeze(0)).squeeze(0)
+    vol = torch.abs(torch.linalg.det(box.double()))
+    heights = torch.stack([vol / torch.linalg.vector_norm(torch.cross(box[(k + 1) % 3].double(),
+                                                                       box[(k + 2) % 3].double(), dim=-1))
+                           for k in range(3)])
+    half = 0.5 * float(heights.min())
+    far = (d * d).sum(-1) > half * half
+    if bool(far.any()):
+        grid = torch.tensor([-1.0, 0.0, 1.0], dtype=d.dtype, device=d.device)
+        shifts = torch.cartesian_prod(grid, grid, grid) @ box.to(d.dtype)        # (27, 3)
+        cand = d[far].unsqueeze(-2) + shifts                                      # (m, 27, 3)
+        best = (cand * cand).sum(-1).argmin(-1)
+        d = d.clone()
+        d[far] = cand[torch.arange(len(best), device=d.device), best]
+    return d
 
 
 def pbc_vector(x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:

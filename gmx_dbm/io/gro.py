@@ -9,32 +9,14 @@ line has 3 or 9 numbers (see ``gmx_dbm.geometry``). Titles may carry ``t= <time>
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import TrajectoryError
 from ..geometry import box_from_gro_values, box_to_gro_values
-from .frames import AtomInfo, Frame, FrameWriter, check_count, check_frame
-
-_TIME = re.compile(r"\bt=\s*([-+0-9.eE]+)")
-_STEP = re.compile(r"\bstep=\s*([-+0-9]+)")
-_TIME_STEP_TAIL = re.compile(r"\s*\bt=\s*[-+0-9.eE]+(\s+step=\s*[-+0-9]+)?\s*$")
-
-
-def _parse_title(title: str) -> tuple:
-    time = step = None
-    m = _TIME.search(title)
-    if m:
-        try:
-            time = float(m.group(1))
-        except ValueError:
-            time = None
-    m = _STEP.search(title)
-    if m:
-        step = int(m.group(1))
-    return _TIME_STEP_TAIL.sub("", title).strip(), time, step
+from .base import (AtomInfo, Frame, FrameWriter, check_count, check_frame, parse_title, register_reader,
+                   register_writer)
 
 
 def _field_width(line: str, path, lineno: int) -> int:
@@ -53,6 +35,7 @@ def _field_width(line: str, path, lineno: int) -> int:
     return width
 
 
+@register_reader(".gro")
 def read_gro(path, n_atoms: int | None = None):
     """Yield the frames of a .gro file (one frame in memory at a time)."""
     path = Path(path)
@@ -151,12 +134,13 @@ def _read_atoms(fh, path, count_lineno: int, natoms: int, title: str) -> Frame:
                     vel[i, k] = float(line[a:a + width])
             except ValueError:
                 vel = None  # as GROMACS: a line without velocities means the frame has none
-    clean_title, time, step = _parse_title(title)
+    clean_title, time, step = parse_title(title)
     return Frame(positions=pos, box=np.zeros((3, 3)), time=time or 0.0, step=step or 0,
                  velocities=vel if has_vel else None,
                  atoms=AtomInfo(names.astype(str), resnames.astype(str), resids), title=clean_title)
 
 
+@register_writer(".gro")
 class GroWriter(FrameWriter):
     """Writes .gro frames in GROMACS' format (%8.3f coordinates, %8.4f velocities by default); atom and
     residue numbers wrap at 100000 as GROMACS writes them."""

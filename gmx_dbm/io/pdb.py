@@ -1,6 +1,9 @@
 """PDB: writer (CRYST1 box, MODEL per frame, hybrid-36 numbers past 99999 atoms / 9999 residues) and a
 simple reader for what the writer and GROMACS produce (ATOM/HETATM, CRYST1, MODEL/ENDMDL). Ångström in
-the file, nm in memory."""
+the file, nm in memory. The element column (77-78) is written from ``AtomInfo.elements``, which
+``AtomInfo.from_topology`` fills by the rule of ``gmx_dbm.elements``; without elements (labels read from
+a .gro, CG beads) it stays blank, as MDAnalysis and GROMACS leave it: a name alone does not tell 'CA'
+(C-alpha) from calcium."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +12,8 @@ import numpy as np
 
 from ..errors import TrajectoryError
 from ..geometry import box_from_lengths_angles, box_lengths_angles
-from .frames import AtomInfo, Frame, FrameWriter, check_count, check_frame
+from .base import (AtomInfo, Frame, FrameWriter, check_count, check_frame, parse_title, register_reader,
+                   register_writer)
 
 _UPPER = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LOWER = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -57,6 +61,13 @@ def _pdb_name(name: str) -> str:
     return f" {name:<3s}" if len(name) < 4 else name[:4]
 
 
+def _element_column(symbol: str) -> str:
+    # PDB writes element symbols in capitals, right-justified; an unknown element ('X') stays blank
+    symbol = str(symbol).strip()
+    return "" if symbol in ("", "X") else symbol.upper()
+
+
+@register_writer(".pdb")
 class PdbWriter(FrameWriter):
     """One MODEL per frame, CRYST1 from the box."""
 
@@ -72,6 +83,7 @@ class PdbWriter(FrameWriter):
             serial = hy36encode(5, (i + 1) % (10 ** 5 + 2 * 26 * 36 ** 4))
             resid = hy36encode(4, int(r) % (10 ** 4 + 2 * 26 * 36 ** 3))
             self._labels.append(f"ATOM  {serial:>5s} {_pdb_name(str(n))} {str(rn)[:4]:<4s} {resid:>4s}    ")
+        self._elements = [""] * len(a) if a.elements is None else [_element_column(e) for e in a.elements]
         self._fh.write(f"TITLE     {self.title}\n")
 
     def _write(self, frame: Frame):
@@ -80,8 +92,7 @@ class PdbWriter(FrameWriter):
                f"CRYST1{la * 10:9.3f}{lb * 10:9.3f}{lc * 10:9.3f}{al:7.2f}{be:7.2f}{ga:7.2f} P 1           1\n",
                f"MODEL     {self.n_frames + 1:4d}\n"]
         xyz = frame.positions * 10.0
-        for label, (x, y, z), name in zip(self._labels, xyz, self.atoms.names):
-            element = str(name).lstrip("0123456789")[:1]
+        for label, (x, y, z), element in zip(self._labels, xyz, self._elements):
             out.append(f"{label}{x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00          {element:>2s}\n")
         out.append("TER\nENDMDL\n")
         self._fh.write("".join(out))
@@ -91,23 +102,26 @@ class PdbWriter(FrameWriter):
         self._fh.close()
 
 
+@register_reader(".pdb")
 def read_pdb(path, n_atoms: int | None = None):
-    """Yield the models of a PDB file (ATOM/HETATM records; CRYST1 gives the box)."""
+    """Yield the models of a PDB file (ATOM/HETATM records; CRYST1 gives the box). Atom labels carry the
+    element column when every atom of the model has one."""
     path = Path(path)
     box = np.zeros((3, 3))
     time, step = 0.0, 0
-    rows, names, resnames, resids = [], [], [], []
+    rows, names, resnames, resids, elements = [], [], [], [], []
     nframe = 0
     last_line = 0
 
     def finish(lineno):
-        nonlocal rows, names, resnames, resids, nframe
+        nonlocal rows, names, resnames, resids, elements, nframe
         where = f"frame {nframe}"
         check_count(len(rows), n_atoms, path, where, line=lineno)
+        known = elements if all(elements) else None
         frame = Frame(positions=np.asarray(rows, dtype=np.float64).reshape(-1, 3) / 10.0, box=box.copy(),
-                      atoms=AtomInfo(names, resnames, resids), time=time, step=step)
+                      atoms=AtomInfo(names, resnames, resids, known), time=time, step=step)
         check_frame(frame, path, where, line=lineno)
-        rows, names, resnames, resids = [], [], [], []
+        rows, names, resnames, resids, elements = [], [], [], [], []
         nframe += 1
         return frame
 
@@ -117,8 +131,7 @@ def read_pdb(path, n_atoms: int | None = None):
             rec = line[:6]
             if rec == "REMARK" and " t= " in line:
                 # gmx_dbm's (and GROMACS') frame time remark
-                from .gro import _parse_title
-                _, t, s = _parse_title(line[6:])
+                _, t, s = parse_title(line[6:])
                 time, step = t or 0.0, s or 0
             elif rec == "CRYST1":
                 try:
@@ -135,6 +148,7 @@ def read_pdb(path, n_atoms: int | None = None):
                     raise TrajectoryError(f"expected x y z in columns 31-54, got {line[30:54]!r}",
                                           path=path, line=lineno) from None
                 rows.append(xyz)
+                elements.append(line[76:78].strip().capitalize())
                 names.append(line[12:16].strip())
                 resnames.append(line[17:21].strip())
                 try:

@@ -50,6 +50,15 @@ def check_writable(path) -> Path:
 
 
 def _umask() -> int:
+    # Linux reports the umask without changing it; elsewhere set-and-restore is the only way, which
+    # briefly changes it for every thread of the process
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

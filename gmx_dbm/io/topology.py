@@ -1,11 +1,13 @@
 """Read GROMACS topologies (.top/.itp) into ``gmx_dbm.topology.System``.
 
-ParmEd does the C preprocessing (``#include``, ``#define``, ``#ifdef``; its ``CPreProcessor``, extended
-here only to remember file and line of every line) and reads the force-field tables it handles reliably
+ParmEd does the C preprocessing (``#include``, ``#define``, ``#ifdef``; see ``gmx_dbm.io.preprocess``,
+which makes it remember file and line of every line) and reads the force-field tables it handles reliably
 ([ defaults ], [ atomtypes ], [ nonbond_params ]; converted back by ``gmx_dbm.units``). The molecule
 sections are read here from the preprocessed lines, because ParmEd drops what we need there: the func
 and raw parameters of G96 bonds/angles, nrexcl (it assumes 3), and which 1-4 pairs the file really lists
-(it invents missing ones). Parameter lookup from [ *types ] follows grompp's rules (bonded types,
+(it invents missing ones); the at.num column of [ atomtypes ] is taken from the file too (ParmEd guesses
+one from the mass where it is missing). Each section's lines go to one handler method, registered by
+section name with ``@_section``. Parameter lookup from [ *types ] follows grompp's rules (bonded types,
 wildcards X for dihedrals with the most specific match first, adjacent type-9 lines add up).
 Every error names the file and line.
 """
@@ -16,13 +18,18 @@ import logging
 import os
 import warnings
 from collections import OrderedDict
-from pathlib import Path
+from string import ascii_letters
 
 import networkx as nx
 
 from .. import units
 from ..errors import TopologyError, TrajectoryError
 from ..topology import AtomType, Defaults, Interaction, MoleculeType, System
+from .preprocess import Line, parse_defines, preprocess, tracked_preprocessor
+
+# the preprocessor's names as they were importable from here before it had its own module
+_Line = Line
+_tracked_preprocessor = tracked_preprocessor
 
 log = logging.getLogger(__name__)
 
@@ -44,148 +51,35 @@ _IGNORED_SECTIONS = {"position_restraints", "distance_restraints", "dihedral_res
                      "cmaptypes", "constrainttypes"}
 
 
-class _Line:
-    __slots__ = ("path", "lineno", "text")
-
-    def __init__(self, path, lineno, text):
-        self.path, self.lineno, self.text = path, lineno, text
-
-    def error(self, message, where=None):
-        return TopologyError(message, path=self.path, line=self.lineno, where=where)
-
-
-def _tracked_preprocessor():
-    """A subclass of ParmEd's CPreProcessor that yields (path, lineno, text) and names the including
-    file and line when an #include cannot be found. Directive handling stays ParmEd's."""
-    from parmed.exceptions import PreProcessorError
-    from parmed.gromacs._cpp import CPreProcessor, _replace_defines, ppre
-
-    class Tracked(CPreProcessor):
-        def __iter__(self):
-            opened = []  # lines of the #if/#ifdef/#ifndef still open, to name in an error
-            for lineno, line in _text_lines(self._fileobj, self.filename):
-                match = ppre.match(line)
-                if match:
-                    cmd, args = match.groups()
-                    depth = len(self._ifstack)
-                    try:
-                        self._ppcmdmap[cmd](self, args or "")
-                    except (PreProcessorError, NotImplementedError) as exc:
-                        raise TopologyError(_pp_message(exc, self), path=self.filename, line=lineno) from None
-                    if len(self._ifstack) > depth:
-                        opened.append(lineno)
-                    elif len(self._ifstack) < depth and opened:
-                        opened.pop()
-                    if self._includefile is not None:
-                        inc = self._includefile
-                        yield from inc
-                        inc.close()
-                        self.defines = inc.defines
-                        self._includefile = None
-                    continue
-                if self._satisfiedstack and not self._satisfiedstack[-1]:
-                    continue
-                yield self.filename, lineno, _replace_defines(line, self.defines)
-            if self._ifstack:
-                raise TopologyError("unterminated #if/#ifdef: file ends without the matching #endif",
-                                    path=self.filename, line=opened[-1] if opened else None)
-
-        def _pp_include_tracked(self, args):
-            CPreProcessor._ppcmdmap["include"](self, args)
-            if self._includefile is not None:   # reopen the found file with line tracking
-                found = self._includefile.filename
-                self._includefile.close()
-                self._includefile = Tracked(found, defines=self.defines, includes=self._includes,
-                                            notfound_fatal=True)
-
-        _ppcmdmap = dict(CPreProcessor._ppcmdmap, include=_pp_include_tracked)
-
-    return Tracked
-
-
-def _text_lines(fileobj, path):
-    """enumerate(fileobj, 1), but a file that is not UTF-8 text is a TopologyError at its first bad line."""
-    try:
-        yield from enumerate(fileobj, 1)
-    except UnicodeDecodeError:
-        with open(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise TopologyError(f"not UTF-8 text (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
-                                        "expected a GROMACS topology (.top/.itp text)", path=path,
-                                        line=lineno) from None
-        raise
-
-
-def _pp_message(exc, pp) -> str:
-    text = str(exc)
-    if text.startswith("Could not find"):
-        name = text[len("Could not find"):].strip()
-        dirs = ", ".join(dict.fromkeys(pp._includes))
-        return f"#include file '{name}' not found (searched: {dirs})"
-    return f"preprocessor: {text}"
-
-
-def preprocess(path, defines=None, include_dirs=None) -> list:
-    """Preprocessed, comment-free, non-empty lines of a topology as ``_Line``s (with file and line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TopologyError("topology file not found", path=str(path))
-    incs = [str(Path(d)) for d in (include_dirs or [])]
-    from ..gromacs import gmx_topology_dir
-    top = gmx_topology_dir()
-    if top is not None and str(top) not in incs:
-        incs.append(str(top))
-    defs = OrderedDict()
-    for key, value in (defines or {}).items():
-        defs[key] = "1" if value is None else str(value)
-    Tracked = _tracked_preprocessor()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        pp = Tracked(str(path), defines=defs, includes=incs, notfound_fatal=True)
-        out = []
-        pending = None
-        for fname, lineno, text in pp:
-            text = text.split(";", 1)[0].rstrip()
-            if pending is not None:   # line continuation with a trailing backslash
-                text = pending.text + " " + text
-                lineno = pending.lineno
-                pending = None
-            if text.endswith("\\"):
-                pending = _Line(fname, lineno, text[:-1])
-                continue
-            if text.strip():
-                out.append(_Line(fname, lineno, text.strip()))
-        pp.close()
-    return out
-
-
-def parse_defines(items) -> dict:
-    """['POSRES', 'FC=1000'] (as given to -D) -> {'POSRES': '1', 'FC': '1000'}."""
-    out = OrderedDict()
-    for item in items or []:
-        item = item[2:] if item.startswith("-D") else item
-        key, _, value = item.partition("=")
-        if not key:
-            raise TopologyError(f"empty define '{item}'")
-        out[key] = value or "1"
-    return out
-
-
-def _floats(line: _Line, words, what):
+def _floats(line: Line, words, what):
     try:
         return tuple(float(w) for w in words)
     except ValueError:
         raise line.error(f"non-numeric {what}: {' '.join(words)}") from None
 
 
-def _ints(line: _Line, words, what):
+def _ints(line: Line, words, what):
     try:
         return tuple(int(w) for w in words)
     except ValueError:
         raise line.error(f"expected integer {what}, got: {' '.join(words)}") from None
+
+
+# section name -> handler(reader, line, words) for each line of that section; filled by @_section below
+_SECTION_HANDLERS: dict = {}
+# sections that only make sense inside a [ moleculetype ]
+_MOLECULE_SECTIONS: set = set()
+
+
+def _section(*names, in_molecule=False):
+    """Register a ``_Reader`` method as the handler of the lines of sections ``names``."""
+    def register(method):
+        for name in names:
+            _SECTION_HANDLERS[name] = method
+            if in_molecule:
+                _MOLECULE_SECTIONS.add(name)
+        return method
+    return register
 
 
 class _Reader:
@@ -201,84 +95,123 @@ class _Reader:
         self.name = ""
         self.ff_lines = []       # lines for ParmEd's force-field tables
         self.defaults_line = None
+        self.atomic_numbers = {}  # atom type -> the at.num column of [ atomtypes ], where given
+        self.section = None
+        self.mol = None          # the [ moleculetype ] being read
 
     # ---------------------------------------------------------------- pass 1
     def read(self) -> System:
-        section = None
-        mol = None
         for line in self.lines:
-            text = line.text
-            if text.startswith("["):
-                if not text.endswith("]"):
-                    raise line.error(f"malformed section header '{text}'")
-                section = text[1:-1].strip().lower()
-                if section in _PARMED_SECTIONS:
-                    self.ff_lines.append(f"[ {section} ]")
-                elif section == "moleculetype":
-                    mol = None
-                elif section in ("atoms", "bonds", "angles", "dihedrals", "pairs", "exclusions",
-                                 "constraints", "settles") and mol is None:
-                    raise line.error(f"[ {section} ] outside a [ moleculetype ]")
-                elif section in _IGNORED_SECTIONS:
-                    log.debug("%s:%d: section [ %s ] is not used by gmx_dbm", line.path, line.lineno, section)
-                elif section not in ("atoms", "bonds", "angles", "dihedrals", "pairs", "exclusions", "system",
-                                     "molecules", "bondtypes", "angletypes", "dihedraltypes", "pairtypes",
-                                     "constraints", "settles"):
-                    raise line.error(f"section [ {section} ] is not supported by gmx_dbm")
+            if line.text.startswith("["):
+                self._enter_section(line)
                 continue
-            if section is None:
+            if self.section is None:
                 raise line.error("text before the first [ section ]")
-            words = text.split()
-            if section in _PARMED_SECTIONS:
-                self.ff_lines.append(text)
-                if section == "defaults":
-                    self.defaults_line = line
-                elif section == "atomtypes":
-                    self._check_atomtype(line, words)
-            elif section == "bondtypes":
-                self._push_type(line, words, 2, self.bondtypes)
-            elif section == "angletypes":
-                self._push_type(line, words, 3, self.angletypes)
-            elif section == "pairtypes":
-                self._push_type(line, words, 2, self.pairtypes)
-            elif section == "dihedraltypes":
-                self._push_dihedraltype(line, words)
-            elif section == "moleculetype":
-                if len(words) < 2:
-                    raise line.error("[ moleculetype ] needs: name nrexcl")
-                name = words[0]
-                if name in self.moltypes:
-                    raise line.error(f"molecule type {name} defined twice")
-                mol = {"name": name, "nrexcl": _ints(line, words[1:2], "nrexcl")[0], "atoms": [],
-                       "bonds": [], "angles": [], "dihedrals": [], "pairs": [], "exclusions": [],
-                       "constraints": [], "line": line}
-                self.moltypes[name] = mol
-            elif section == "atoms":
-                if len(words) < 6:
-                    raise line.error("[ atoms ] line needs at least: nr type resnr residue atom cgnr")
-                mol["atoms"].append((line, words))
-            elif section in ("bonds", "angles", "dihedrals", "pairs", "constraints"):
-                mol[section].append((line, words))
-            elif section == "exclusions":
-                idx = _ints(line, words, "atom numbers")
-                mol["exclusions"].extend((line, idx[0], j) for j in idx[1:])
-            elif section == "settles":
-                log.warning("%s:%d: [ settles ] ignored (rigid water is not supported by gmx_dbm's force field)",
-                            line.path, line.lineno)
-            elif section == "system":
-                self.name = (self.name + " " + text).strip()
-            elif section == "molecules":
-                if len(words) != 2:
-                    raise line.error("[ molecules ] line needs: name count")
-                if words[0] not in self.moltypes:
-                    raise line.error(f"molecule type '{words[0]}' in [ molecules ] is not defined")
-                self.molecules.append((words[0], _ints(line, words[1:], "count")[0], line))
+            _SECTION_HANDLERS[self.section](self, line, line.text.split())
         return self._build()
 
-    def _check_atomtype(self, line, words):
+    def _enter_section(self, line):
+        text = line.text
+        if not text.endswith("]"):
+            raise line.error(f"malformed section header '{text}'")
+        section = text[1:-1].strip().lower()
+        if section not in _SECTION_HANDLERS:
+            raise line.error(f"section [ {section} ] is not supported by gmx_dbm")
+        if section in _MOLECULE_SECTIONS and self.mol is None:
+            raise line.error(f"[ {section} ] outside a [ moleculetype ]")
+        if section in _PARMED_SECTIONS:
+            self.ff_lines.append(f"[ {section} ]")
+        elif section == "moleculetype":
+            self.mol = None
+        elif section in _IGNORED_SECTIONS:
+            log.debug("%s:%d: section [ %s ] is not used by gmx_dbm", line.path, line.lineno, section)
+        self.section = section
+
+    # ---------------------------------------------------------------- section handlers
+    @_section(*_IGNORED_SECTIONS)
+    def _ignored(self, line, words):
+        pass
+
+    @_section("defaults")
+    def _defaults(self, line, words):
+        self.ff_lines.append(line.text)
+        self.defaults_line = line
+
+    @_section("atomtypes")
+    def _atomtypes(self, line, words):
+        self.ff_lines.append(line.text)
         if len(words) < 6:
             raise line.error("[ atomtypes ] line needs at least: name mass charge ptype V W")
         _floats(line, words[-2:], "LJ parameters")
+        atnum = _atomtype_atomic_number(line, words)
+        if atnum is not None:
+            self.atomic_numbers[words[0]] = atnum
+        else:
+            self.atomic_numbers.pop(words[0], None)   # a redefinition without at.num
+
+    @_section("nonbond_params")
+    def _nonbond_params(self, line, words):
+        self.ff_lines.append(line.text)
+
+    @_section("bondtypes")
+    def _bondtypes(self, line, words):
+        self._push_type(line, words, 2, self.bondtypes)
+
+    @_section("angletypes")
+    def _angletypes(self, line, words):
+        self._push_type(line, words, 3, self.angletypes)
+
+    @_section("pairtypes")
+    def _pairtypes(self, line, words):
+        self._push_type(line, words, 2, self.pairtypes)
+
+    @_section("dihedraltypes")
+    def _dihedraltypes(self, line, words):
+        self._push_dihedraltype(line, words)
+
+    @_section("moleculetype")
+    def _moleculetype(self, line, words):
+        if len(words) < 2:
+            raise line.error("[ moleculetype ] needs: name nrexcl")
+        name = words[0]
+        if name in self.moltypes:
+            raise line.error(f"molecule type {name} defined twice")
+        self.mol = {"name": name, "nrexcl": _ints(line, words[1:2], "nrexcl")[0], "atoms": [],
+                    "bonds": [], "angles": [], "dihedrals": [], "pairs": [], "exclusions": [],
+                    "constraints": [], "line": line}
+        self.moltypes[name] = self.mol
+
+    @_section("atoms", in_molecule=True)
+    def _atoms(self, line, words):
+        if len(words) < 6:
+            raise line.error("[ atoms ] line needs at least: nr type resnr residue atom cgnr")
+        self.mol["atoms"].append((line, words))
+
+    @_section("bonds", "angles", "dihedrals", "pairs", "constraints", in_molecule=True)
+    def _interactions(self, line, words):
+        self.mol[self.section].append((line, words))   # resolved in _build_molecule, after all types
+
+    @_section("exclusions", in_molecule=True)
+    def _exclusions(self, line, words):
+        idx = _ints(line, words, "atom numbers")
+        self.mol["exclusions"].extend((line, idx[0], j) for j in idx[1:])
+
+    @_section("settles", in_molecule=True)
+    def _settles(self, line, words):
+        log.warning("%s:%d: [ settles ] ignored (rigid water is not supported by gmx_dbm's force field)",
+                    line.path, line.lineno)
+
+    @_section("system")
+    def _system(self, line, words):
+        self.name = (self.name + " " + line.text).strip()
+
+    @_section("molecules")
+    def _molecules(self, line, words):
+        if len(words) != 2:
+            raise line.error("[ molecules ] line needs: name count")
+        if words[0] not in self.moltypes:
+            raise line.error(f"molecule type '{words[0]}' in [ molecules ] is not defined")
+        self.molecules.append((words[0], _ints(line, words[1:], "count")[0], line))
 
     def _push_type(self, line, words, nat, table):
         if len(words) < nat + 1:
@@ -337,7 +270,9 @@ class _Reader:
             else:
                 sig, eps = a, b
                 c6, c12 = units.sigma_epsilon_to_c6_c12(a, b)
-            self.atomtypes[name] = AtomType(name, float(at.mass), float(at.charge or 0.0), c6, c12, sig, eps)
+            # ParmEd guesses an atomic number from the mass where the file has none: take only the file's
+            self.atomtypes[name] = AtomType(name, float(at.mass), float(at.charge or 0.0), c6, c12, sig, eps,
+                                            self.atomic_numbers.get(name))
             self.bondtype_of[name] = at.bond_type or name
         self.nonbond_params = {}
         for (ta, tb), (eps_kcal, rmin) in top.parameterset.nbfix_types.items():
@@ -491,6 +426,30 @@ class _Reader:
 def _lj(reader, ta, tb):
     system = System(reader.defaults, reader.atomtypes, {}, [], reader.nonbond_params)
     return system.lj_c6_c12(ta, tb)
+
+
+def _is_ptype(word: str) -> bool:
+    return len(word) == 1 and word in ascii_letters
+
+
+def _atomtype_atomic_number(line: Line, words) -> int | None:
+    """The at.num column of an [ atomtypes ] line, or None where the line has none.
+
+    grompp's rule (``push_at``): the particle type (one letter) is field 3 without bonded type and
+    at.num (name mass charge ptype ...), field 5 with both (name btype at.num mass charge ptype ...);
+    at field 4 one of them is there: at.num if field 1 does not start with a letter."""
+    if _is_ptype(words[3]):
+        return None
+    if len(words) > 5 and _is_ptype(words[5]):
+        text = words[2]
+    elif _is_ptype(words[4]) and not words[1][:1].isalpha():
+        text = words[1]
+    else:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise line.error(f"expected an integer atomic number (at.num), got '{text}'") from None
 
 
 def _is_int(word: str) -> bool:

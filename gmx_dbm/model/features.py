@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from ..geometry import periodic_pairs
 from ..voxel import GridSpec, density_of, local_frames, minimum_image, voxelize
 from .recipe import N_RELATIONS, REL_ANGLE, REL_BOND, REL_DIHEDRAL, REL_EXCLUDED, Recipe
 
@@ -29,23 +31,24 @@ class FrameState:
     cand_all: torch.Tensor | None = None  # the bead-level candidate list refine_candidates starts from
 
 
-def _neighbour_beads(centres: torch.Tensor, box: torch.Tensor, radii, chunk: int = 1024) -> list:
-    """For each radius, (nb, Mb) indices of beads within it of each bead (itself included), -1 padded.
-    One pass over the bead pairs serves all radii."""
+def _neighbour_beads(centres: torch.Tensor, box: torch.Tensor, radii) -> list:
+    """For each radius, (nb, Mb) indices of beads within it of each bead (itself included, ascending),
+    -1 padded. One periodic k-d tree search (``geometry.periodic_pairs``, exact minimum image at any
+    radius) serves all radii."""
     nb = centres.shape[0]
-    rows = [[] for _ in radii]
-    for s in range(0, nb, chunk):
-        d = minimum_image(centres[None, :, :] - centres[s:s + chunk, None, :], box)
-        d2 = (d * d).sum(-1)
-        for r, radius in zip(rows, radii):
-            r.append(d2 <= radius * radius)
+    i, j, d = periodic_pairs(centres.double().numpy(), box.double().numpy(), max(radii), long_cutoff=True)
     out = []
-    for r in rows:
-        mask = torch.cat(r)
-        counts = mask.sum(1)
-        m = int(counts.max())
-        order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :m]
-        out.append(torch.where(torch.arange(m)[None, :] < counts[:, None], order, torch.full_like(order, -1)))
+    for radius in radii:
+        k = d <= radius
+        rows = np.concatenate([i[k], j[k], np.arange(nb)])
+        cols = np.concatenate([j[k], i[k], np.arange(nb)])
+        order = np.lexsort((cols, rows))
+        rows, cols = rows[order], cols[order]
+        counts = np.bincount(rows, minlength=nb)
+        slot = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
+        table = np.full((nb, int(counts.max())), -1, dtype=np.int64)
+        table[rows, slot] = cols
+        out.append(torch.from_numpy(table))
     return out
 
 

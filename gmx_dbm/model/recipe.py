@@ -17,7 +17,6 @@ from ..errors import MappingError, ModelFileError
 REL_BOND, REL_ANGLE, REL_DIHEDRAL, REL_EXCLUDED = 1, 2, 4, 8
 N_RELATIONS = 4  # channels per atom type: bonded, angle partner, dihedral partner, non-bonded (LJ)
 
-HYDROGEN_MASS = 1.5  # amu; lighter atoms are hydrogens (hydrogen-mass repartitioning aside)
 
 
 @dataclass
@@ -80,7 +79,7 @@ class Recipe:
         self.bead_align = np.asarray(mapping_flat.align, dtype=np.int64)
         self.bead_mol = np.asarray(mapping_flat.bead_mol, dtype=np.int64)
         self.atom_mol = np.asarray(flat.mol_index, dtype=np.int64)
-        self.is_heavy = np.asarray(flat.masses) > HYDROGEN_MASS
+        self.is_heavy = np.asarray(flat.is_heavy)
         self.atom_channel = np.asarray(
             [spec.atom_channel(t, where=f"atom {i + 1} {flat.names[i]}") for i, t in enumerate(flat.types)],
             dtype=np.int64)

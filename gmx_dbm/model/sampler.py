@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import torch
 
+from .. import units
 from ..voxel import GridSpec, collapse, minimum_image
 from .features import FrameState, featurize, refine_candidates
 from .prior import prior_energy
 from .recipe import Recipe
-
-
-KB = 0.00831446261815324  # kJ/mol/K
 
 
 def _sample_from_density(dens: torch.Tensor, u: torch.Tensor, jitter: torch.Tensor, grid: GridSpec):
@@ -99,7 +97,7 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
         cands = torch.cat([cands, cur_rel[:, None]], 1)
         energy = torch.cat([energy, e_current[:, None]], 1)
     if temperature > 0:
-        logits = -(energy - energy.min(1, keepdim=True).values) / (KB * temperature)
+        logits = -(energy - energy.min(1, keepdim=True).values) / (units.KB * temperature)
         g = torch.rand(logits.shape, generator=rng).clamp_min(1e-12)
         best = (logits - torch.log(-torch.log(g))).argmax(1)    # Gumbel-max: a draw from softmax(logits)
     else:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFileError, OutputError
+from ..model.card import molecule_signatures
 from ..model.checkpoint import (build_networks, file_sha256, load_checkpoint, save_checkpoint, save_model)
 from ..model.features import Batch, build_state, featurize
 from ..model.networks import NETWORK_SIZES
@@ -140,8 +141,7 @@ class Trainer:
         structures = [load_structures(ds) for ds in cfg.data]
         val_structures = [load_structures(ds) for ds in cfg.validation]
         self.spec = vocabulary(structures, cfg.features)
-        from ..backmap import _molecule_signatures
-        self.molecules = sorted({sig for system, _ in structures for sig in _molecule_signatures(system)})
+        self.molecules = sorted({sig for system, _ in structures for sig in molecule_signatures(system)})
         self.data = [load_system_data(ds, self.spec, st) for ds, st in zip(cfg.data, structures)]
         self.val = [load_system_data(ds, self.spec, st) for ds, st in zip(cfg.validation, val_structures)]
         self.sizes = network_sizes(cfg)
@@ -297,10 +297,10 @@ class Trainer:
 
     def reference_stats(self) -> dict | None:
         """Energy per term per atom (mean, std) and clashes of the training frames, for backmap's
-        per-frame quality flags (``gmx_dbm.evaluate.reference_statistics``; at most 16 frames per data
+        per-frame quality flags (``gmx_dbm.quality.reference_statistics``; at most 16 frames per data
         set, pooled over data sets). Computed once."""
         if getattr(self, "_reference_stats", None) is None:
-            from ..evaluate import pool_statistics, reference_statistics
+            from ..quality import pool_statistics, reference_statistics
             parts = [reference_statistics(d.recipe.flat, d.aa.double().numpy(), d.box.double().numpy(),
                                           max_frames=16) for d in self.data]
             self._reference_stats = pool_statistics(parts)

@@ -1,0 +1,215 @@
+"""The steps of backmapping one CG frame, each a small object with one method ``__call__(work)``.
+
+``Backmapper`` (``pipeline``) chains them: generate → project bonds → stereo repair → redraw defects →
+thermalise (or polish) → wrap. A setting that switches a part off drops its step (``--md-steps 0``
+drops the thermalisation, ``--constraints none`` the projection, ``--no-stereo`` the handedness part
+of the stereo repair).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..geometry import wrap
+from ..model.features import FrameState, build_state
+from ..model.sampler import constrain_bonds, generate_frame, regenerate_beads, sweep_pass
+
+log = logging.getLogger(__name__)
+
+# atoms per generator call: per-sample cost doubles above ~1000 on a 2-core CPU (activations leave the
+# cache; measured 0.28 ms at 512, 0.56 ms at 2880) and memory grows with it; linear in atoms this way
+INFERENCE_CHUNK = 512
+# rounds of redrawing the beads of inverted tetrahedral centres before the rest are mirrored back
+STEREO_REDRAWS = 4
+# rounds of redrawing the beads of deformed rings and hidden clashes
+DEFECT_REDRAWS = 3
+# bond energies weigh this much more in the choice among candidates when bonds are constrained afterwards
+STIFF_BONDS = 20.0
+POLISH_SWEEPS = 4
+POLISH_STEP = 0.005  # nm
+
+
+@dataclass
+class FrameWork:
+    """One frame on its way through the steps."""
+    index: int
+    centres: np.ndarray          # (nb, 3) bead centres, nm
+    box: np.ndarray              # (3, 3)
+    rng: torch.Generator
+    state: FrameState | None = None
+    positions: torch.Tensor | None = None   # (N, 3) float32, unwrapped around their beads
+    log: dict = field(default_factory=dict)
+
+
+@dataclass
+class Models:
+    """What the generating steps share: the generator and the system's generation tables."""
+    generator: torch.nn.Module
+    recipe: object
+    grid: object
+
+
+class Generate:
+    """Initial autoregressive pass + Gibbs sweeps (``sampler.generate_frame``)."""
+
+    def __init__(self, models: Models, settings):
+        self.m, self.s = models, settings
+
+    def __call__(self, w: FrameWork) -> None:
+        t0 = time.perf_counter()
+        w.state = build_state(self.m.recipe, self.m.grid, w.centres, w.box)
+        s = self.s
+        w.positions = generate_frame(self.m.generator, self.m.recipe, self.m.grid, w.state, w.rng, s.gibbs,
+                                     s.orientations, chunk=INFERENCE_CHUNK, temperature=s.select_temperature,
+                                     proposals=s.proposals, proposal_sweeps=s.proposal_sweeps)
+        w.log["generate_s"] = time.perf_counter() - t0
+
+
+class ProjectBonds:
+    """Constrained bonds onto their topology lengths (arrays built once per system)."""
+
+    def __init__(self, flat, bonds: torch.Tensor, lengths: torch.Tensor):
+        self.bonds, self.lengths = bonds, lengths
+        self.masses = torch.from_numpy(flat.masses).float()
+
+    def project(self, positions: torch.Tensor, box) -> torch.Tensor:
+        return constrain_bonds(positions, torch.as_tensor(box, dtype=torch.float32), self.bonds, self.lengths,
+                               self.masses)
+
+    def __call__(self, w: FrameWork) -> None:
+        w.positions = self.project(w.positions, w.box)
+        w.state.positions = w.positions
+
+
+def constraint_arrays(flat, constraints: str) -> tuple:
+    """(bonds (m, 2) int64, lengths (m,) float32) of the bonds held at their lengths."""
+    idx, lengths = [], []
+    for func, (i, p) in flat.bonded["bonds"].items():
+        idx.append(i)
+        lengths.append(p[:, 0])
+    idx = np.concatenate(idx) if idx else np.zeros((0, 2), dtype=np.int64)
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0)
+    if constraints == "h-bonds":
+        heavy = flat.is_heavy
+        keep = ~(heavy[idx[:, 0]] & heavy[idx[:, 1]])
+        idx, lengths = idx[keep], lengths[keep]
+    return torch.from_numpy(idx), torch.from_numpy(lengths).float()
+
+
+def _redraw(models: Models, w: FrameWork, beads, projector) -> None:
+    w.state.positions = w.positions
+    regenerate_beads(models.generator, models.recipe, models.grid, w.state, torch.as_tensor(beads), w.rng,
+                     chunk=INFERENCE_CHUNK)
+    w.positions = w.state.positions if projector is None else projector.project(w.state.positions, w.box)
+    w.state.positions = w.positions
+
+
+class RepairStereo:
+    """Tetrahedral CH centres: hydrogens left on their heavy neighbours' side go opposite them (always);
+    with a handedness table, centres of the wrong handedness get their beads redrawn by the generator
+    (new noise, every other atom present; up to STEREO_REDRAWS rounds, the later ones redrawing the beads
+    of the centre's neighbours too), and the few left are mirrored back (``stereo.repair``)."""
+
+    def __init__(self, models: Models, ch_centres, centres=None, signs=None, projector=None):
+        self.m = models
+        self.ch_centres = ch_centres
+        self.centres, self.signs = centres, signs
+        self.projector = projector
+
+    def __call__(self, w: FrameWork) -> None:
+        from ..stereo import handedness, place_hydrogens, repair
+        box64 = np.asarray(w.box, dtype=np.float64)
+        x, n_h = place_hydrogens(w.positions.double().numpy(), box64, self.ch_centres)
+        if self.signs is None or not len(self.signs):
+            log.info("frame %d: %d of %d CH hydrogens moved off their heavy neighbours' side", w.index, n_h,
+                     len(self.ch_centres))
+            w.positions = w.state.positions = torch.from_numpy(x).float()
+            return
+        cen, signs = self.centres, self.signs
+        wrong = handedness(x, box64, cen) != signs
+        first = int(wrong.sum())
+        for attempt in range(STEREO_REDRAWS):
+            if not wrong.any():
+                break
+            cols = [0] if attempt < STEREO_REDRAWS // 2 else [0, 1, 2, 3]
+            w.positions = torch.from_numpy(x).float()
+            _redraw(self.m, w, self.m.recipe.atom_bead[cen[wrong][:, cols].ravel()], self.projector)
+            x, moved = place_hydrogens(w.positions.double().numpy(), box64, self.ch_centres)
+            n_h += moved
+            wrong = handedness(x, box64, cen) != signs
+        x, n_inv = repair(x, box64, cen, signs)
+        log.info("frame %d: %d CH hydrogens moved off their heavy neighbours' side; %d of %d centres came out "
+                 "inverted, %d after redrawing their beads (mirrored back)", w.index, n_h, first, len(signs), n_inv)
+        w.positions = w.state.positions = torch.from_numpy(x).float()
+
+
+class RedrawDefects:
+    """Beads with a deformed ring or with a clash the force field excludes (so that the thermalisation
+    cannot separate it) are redrawn by the generator, up to DEFECT_REDRAWS rounds
+    (``quality.StructureChecks``)."""
+
+    def __init__(self, models: Models, flat, projector=None):
+        from ..quality import StructureChecks, exclusion_keys
+        self.m = models
+        self.checks = StructureChecks(flat)
+        self.excluded = exclusion_keys(flat)
+        self.projector = projector
+
+    def __call__(self, w: FrameWork) -> None:
+        first = None
+        for _ in range(DEFECT_REDRAWS + 1):
+            atoms = self.checks.atoms_to_redraw(w.positions.double().numpy(), w.box, self.excluded)
+            if first is None:
+                first = len(atoms)
+            if not len(atoms):
+                break
+            if _ == DEFECT_REDRAWS:
+                break
+            _redraw(self.m, w, np.unique(self.m.recipe.atom_bead[atoms]), self.projector)
+        if first:
+            log.info("frame %d: %d atoms in deformed rings or hidden clashes, %d after redrawing their beads",
+                     w.index, first, len(atoms))
+        w.log["defect_atoms"] = int(len(atoms))
+
+
+class Thermalise:
+    """Restrained Langevin dynamics in the force field (``ff.dynamics.RestrainedLangevin``)."""
+
+    def __init__(self, dynamics):
+        self.dynamics = dynamics
+
+    def __call__(self, w: FrameWork) -> None:
+        t0 = time.perf_counter()
+        w.positions = torch.from_numpy(self.dynamics.run(w.positions, w.box, w.centres, w.rng))
+        w.log["thermalise_s"] = time.perf_counter() - t0
+        log.info("frame %d: generated in %.1f s, thermalised (%d steps, %d pair-list builds) in %.1f s", w.index,
+                 w.log.get("generate_s", 0.0), self.dynamics.steps, self.dynamics.last_rebuilds,
+                 w.log["thermalise_s"])
+
+
+class Polish:
+    """Without thermalisation but with constrained bonds and several proposals: sweeps with stiff bonds
+    and small local moves, each followed by a projection, repair the angles the projection bent."""
+
+    def __init__(self, models: Models, settings, projector: ProjectBonds):
+        self.m, self.s, self.projector = models, settings, projector
+
+    def __call__(self, w: FrameWork) -> None:
+        s = self.s
+        for _ in range(POLISH_SWEEPS):
+            sweep_pass(self.m.generator, self.m.recipe, self.m.grid, w.state, w.rng, False, s.orientations,
+                       INFERENCE_CHUNK, temperature=s.select_temperature, proposals=s.proposals,
+                       local_step=POLISH_STEP, bond_weight=STIFF_BONDS)
+            w.state.positions = self.projector.project(w.state.positions, w.box)
+        w.positions = w.state.positions
+
+
+class Wrap:
+    """Every atom into the box (GROMACS' put_atoms_in_box)."""
+
+    def __call__(self, w: FrameWork) -> None:
+        w.positions = wrap(w.positions.double().numpy(), np.asarray(w.box, dtype=np.float64))
