@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from .errors import GromacsError
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "/opt/gmx_dbm/gromacs-2022.5-gmxapi"
+EDR_MAGIC = -55555   # first int of an .edr file (its energy-names header)
 
 
 def find_gmx(required: bool = True) -> str | None:
@@ -142,6 +144,13 @@ def edr_energies(edr, workdir=None) -> dict:
     path = Path(edr) if workdir is None else Path(workdir) / edr
     if not path.is_file():
         raise GromacsError(f"energy file {path} not found", workdir=workdir)
+    # GROMACS 4+ energy files start with the XDR int -55555; pyedr reads any other start as a pre-4.0 file
+    # whose first int is the number of terms, and a stray file then makes it allocate without bound
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if len(head) < 4 or struct.unpack(">i", head)[0] != EDR_MAGIC:
+        raise GromacsError(f"cannot read energy file {path}: not a GROMACS (4.0 or later) .edr file",
+                           workdir=workdir)
     try:
         import pyedr
     except ImportError:

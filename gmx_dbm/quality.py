@@ -51,7 +51,7 @@ class StructureChecks:
         length = {tuple(sorted(map(int, e))): float(b) for e, b in zip(bonds, b0)}
         pi, pj, ideal, ring_of = [], [], [], []
         self.rings = []
-        for cycle in nx.cycle_basis(g):
+        for cycle in sorted(nx.cycle_basis(g), key=min):   # rings in topology order
             n = len(cycle)
             if n not in RING_SIZES:
                 continue

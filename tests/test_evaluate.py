@@ -137,46 +137,29 @@ def test_frames_need_not_correspond(toy):
     assert flat.n_atoms == 5 * N_MOL
 
 
-def test_fast_energies_equal_the_force_field(toy):
+def test_lj_per_molecule_adds_up_to_the_force_field_term(toy):
+    """Evaluate's LJ-per-molecule split uses the force field's own pair kernel: intramolecular pairs once,
+    intermolecular twice, and the pairs sum to the force field's lj_sr."""
     flat = toy["flat"]
     from gmx_dbm.io import read_frames
     f = next(iter(read_frames(toy["noisy"])))
     ff = ForceField(flat)
     with torch.no_grad():
         full = {k: float(v[0]) for k, v in ff(torch.as_tensor(f.positions)[None], torch.as_tensor(f.box)[None]).items()}
-    fast = E.forcefield_energies(ff, f.positions, f.box)
-    assert fast == pytest.approx(full, rel=1e-10, abs=1e-9)
-    assert not hasattr(ff, "__dict__") or "_nonbonded_frame" not in ff.__dict__  # shim removed
-    # the LJ of the per-molecule split adds up: intramolecular once, intermolecular twice
-    i, j, d = E.nonbonded_pairs(ff, f.positions, f.box)
-    lj, _ = E.pair_energies(ff, i, j, d)
-    assert lj.sum() == pytest.approx(full["lj_sr"])
+    i, j = ff.pairs(f.positions, f.box)
+    lj, _ = ff.pair_energies(f.positions, f.box, i, j)
+    lj, i, j = lj.numpy(), i.numpy(), j.numpy()
+    assert lj.sum() == pytest.approx(full["lj_sr"], rel=1e-10)
     mol = flat.mol_index
     per = metrics.per_molecule(i, j, lj, mol, N_MOL)
     inter = lj[mol[i] != mol[j]].sum()
     assert per.sum() == pytest.approx(full["lj_sr"] + inter)
-
-
-def test_frame_report_reference_statistics_and_warnings(toy):
-    flat = toy["flat"]
-    from gmx_dbm.io import read_frames
-    frames = list(read_frames(toy["ref"]))
-    ff = ForceField(flat)
-    rep = E.frame_report(flat, frames[0].positions, frames[0].box, ff)
-    assert rep["clashes"] == 0
-    assert rep["energy_per_atom"]["angle"] == pytest.approx(rep["energy"]["angle"] / flat.n_atoms)
-    stats = E.reference_statistics(flat, [f.positions for f in frames], [f.box for f in frames], ff)
-    assert stats["n_frames"] == 4 and set(stats["terms"]) >= {"bond", "angle", "lj_sr"}
-    assert E.quality_warnings(rep, stats) == []
-    assert E.quality_warnings(rep, None) == []
-    # put two atoms of different molecules on top of each other and stretch a bond
-    pos = frames[0].positions.copy()
-    pos[5] = pos[0] + [0.05, 0, 0]
-    pos[1] += [0.05, 0, 0]
-    bad = E.frame_report(flat, pos, frames[0].box, ff)
-    assert bad["clashes"] >= 1
-    warn = E.quality_warnings(bad, stats)
-    assert any(w.startswith("bond ") for w in warn) and any(w.startswith("lj_sr ") for w in warn)
+    assert inter != 0
+    # and the evaluation's energies are the force field's
+    ev = E.Evaluator(toy["system"])
+    st = ev.new_stats("x", "x")
+    ev.add_frame(st, f.positions, f.box)
+    assert st.energies[0] == pytest.approx(full, rel=1e-10, abs=1e-9)
 
 
 def test_bad_inputs(toy, tmp_path):
@@ -223,7 +206,7 @@ def test_gromacs_rerun_matches_the_torch_energies(toy, gmx, monkeypatch, tmp_pat
 
 
 # --------------------------------------------------------------------------- the published table
-PUBLISHED = {  # METHOD.md, sPS t453 (78 frames)
+PUBLISHED = {  # Stieffenhofer, Wand & Bereau (2021), sPS at 453 K (78 frames)
     "deepbackmap": {"bond_jsd": 0.360, "angle_jsd": 0.024, "proper_jsd": 0.0034, "improper_jsd": 0.048,
                     "rdf_dev": 0.0042, "angle": 6851, "improper": 2024, "lj": -8607},
     "baseline": {"bond_jsd": 0.405, "angle_jsd": 0.196, "proper_jsd": 0.084, "improper_jsd": 0.190,
@@ -247,50 +230,7 @@ def test_reproduces_the_published_sps_table(shared_data, root):
         assert e["angle"] == pytest.approx(want["angle"], rel=0.005), name
         assert e["improper"] == pytest.approx(want["improper"], rel=0.005), name
         assert e["lj_sr"] + e["lj_14"] == pytest.approx(want["lj"], rel=0.005), name
-    # sampling noise (METHOD.md: 39 vs 39 frames: proper 0.0016, RDF 0.0015, the rest ~0)
+    # sampling noise (39 vs 39 frames: proper 0.0016, RDF 0.0015, the rest ~0)
     fl = res["reference"]["floor"]
     assert fl["bond_jsd"] < 0.001 and fl["angle_jsd"] < 0.001 and fl["improper_jsd"] < 0.001
     assert fl["proper_jsd"] < 0.005 and fl["rdf_dev"] < 0.005
-
-
-def test_backmap_frame_quality_logs_and_warns(toy, caplog):
-    import logging
-
-    from gmx_dbm.backmap import FrameQuality
-    from gmx_dbm.io import read_frames
-    flat = toy["flat"]
-    frames = list(read_frames(toy["ref"]))
-    stats = E.reference_statistics(flat, [f.positions for f in frames], [f.box for f in frames])
-    qc = FrameQuality(flat, {"reference_stats": stats})
-    caplog.set_level(logging.INFO, logger="gmx_dbm.backmap")
-    rep = qc(0, frames[0].positions, frames[0].box)
-    assert rep["clashes"] == 0 and "angle" in rep["energy"]
-    assert "frame 0 quality: 0 clashes" in caplog.text and "WARNING" not in caplog.text.upper().split("QUALITY")[0]
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    pos = frames[1].positions.copy()
-    pos[1] += [0.05, 0, 0]
-    qc(1, pos, frames[1].box)
-    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(m.startswith("frame 1: bond ") for m in warned)
-    # a card without statistics: the INFO line only
-    caplog.clear()
-    FrameQuality(flat, {})(2, pos, frames[1].box)
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-
-
-def test_pool_statistics():
-    a = {"n_frames": 2, "unit": "u", "terms": {"angle": {"mean": 1.0, "std": 0.0}}, "clashes": {"mean": 0, "std": 0}}
-    b = {"n_frames": 2, "unit": "u", "terms": {"angle": {"mean": 3.0, "std": 0.0}}, "clashes": {"mean": 0, "std": 0}}
-    assert E.pool_statistics([a]) is a and E.pool_statistics([]) is None
-    p = E.pool_statistics([a, b])
-    assert p["terms"]["angle"] == {"mean": 2.0, "std": 1.0} and p["n_frames"] == 4
-
-
-def test_small_terms_are_not_flagged_for_hundredths_of_a_kilojoule():
-    """The sps card's reaction-field Coulomb (-0.019 +- 0.005 kJ/mol/atom at 568 K) against a good
-    backmapped frame of the example (-0.091; its source structure has -0.103): no warning; a term off by
-    several tenths of a kJ/mol per atom still is one."""
-    stats = {"terms": {"coulomb_sr": {"mean": -0.019, "std": 0.0049}}}
-    assert E.quality_warnings({"energy_per_atom": {"coulomb_sr": -0.091}}, stats) == []
-    warn = E.quality_warnings({"energy_per_atom": {"coulomb_sr": -0.3}}, stats)
-    assert len(warn) == 1 and warn[0].startswith("coulomb_sr ")

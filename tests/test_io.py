@@ -592,7 +592,40 @@ def test_writer_checks_atom_count(tmp_path):
 
 
 def test_io_does_not_import_torch():
-    code = ("import sys, gmx_dbm.io, gmx_dbm.io.gro, gmx_dbm.io.xtc, gmx_dbm.io.pdb, gmx_dbm.geometry, "
-            "gmx_dbm.mapping; list(gmx_dbm.io.read_frames(sys.argv[1])); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, gmx_dbm.io, gmx_dbm.io.gro, gmx_dbm.io.xtc, gmx_dbm.io.pdb, gmx_dbm.io.topology, "
+            "gmx_dbm.io.preprocess, gmx_dbm.geometry, gmx_dbm.mapping; list(gmx_dbm.io.read_frames(sys.argv[1])); "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "above = [m for m in sys.modules if m.split('.')[:2] in (['gmx_dbm', 'ff'], ['gmx_dbm', 'model'], "
+            "['gmx_dbm', 'backmap'], ['gmx_dbm', 'relax'], ['gmx_dbm', 'evaluate'])]; "
+            "assert not above, above")
     subprocess.run([sys.executable, "-c", code, str(DATA / "toy.gro")], check=True)
+
+
+def _imports(path):
+    """(module, names) of every ``from X import names`` in a file, module relative as written."""
+    import ast
+    tree = ast.parse(Path(path).read_text())
+    return [("." * node.level + (node.module or ""), [a.name for a in node.names])
+            for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+
+
+def test_format_modules_import_only_base():
+    import gmx_dbm.io as io_pkg
+    folder = Path(io_pkg.__file__).parent
+    siblings = {p.stem for p in folder.glob("*.py")} - {"__init__"}
+    for fmt in ("gro", "pdb", "xtc"):
+        used = {mod for mod, _ in _imports(folder / f"{fmt}.py") if mod.startswith(".") and not mod.startswith("..")}
+        assert used <= {".base"}, (fmt, used)
+    # no io module takes a private name from another io module
+    for path in folder.glob("*.py"):
+        for mod, names in _imports(path):
+            if mod.lstrip(".") in siblings and mod.startswith(".") and not mod.startswith(".."):
+                private = [n for n in names if n.startswith("_")]
+                assert not private, (path.name, mod, private)
+
+
+def test_registry_lists_the_formats():
+    from gmx_dbm.io.base import read_formats, reader_for, write_formats, writer_for
+    from gmx_dbm.io.gro import GroWriter, read_gro
+    assert read_formats() == write_formats() == (".gro", ".xtc", ".pdb")
+    assert reader_for("x.GRO") is read_gro and writer_for("a/b.gro") is GroWriter

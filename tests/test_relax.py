@@ -1,8 +1,11 @@
 """gmx_dbm relax: EM + restrained MD through real GROMACS/gmxapi, the gmx fallback, the gmxapi workflow
-example, bad inputs (exit 2, work directory kept). Runs are short (<= 500 EM steps, <= 0.5 ps MD)."""
+example, bad inputs (exit 2, work directory kept); without GROMACS: the wrapper topology (#ifdef blocks
+evaluated, restraints on heavy atoms by element), run parameters, the .edr reader's errors. Runs are short
+(<= 500 EM steps, <= 0.5 ps MD); tests that run GROMACS are marked ``gromacs``, those over ~30 s ``slow``."""
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +54,8 @@ def relaxed(gmx, shared_data, backmapped, tmp_path_factory):
     return summary, tmp, before, (top.read_bytes(), itp.read_bytes())
 
 
+@pytest.mark.gromacs
+@pytest.mark.slow
 def test_relax_backmapped_frame_gmxapi(relaxed, backmapped):
     summary, tmp, before, after = relaxed
     assert summary["engine"] == "gmxapi"
@@ -77,6 +82,8 @@ def test_relax_backmapped_frame_gmxapi(relaxed, backmapped):
     assert "-DGMX_DBM_POSRES" in (wd / "md.mdp").read_text()
 
 
+@pytest.mark.gromacs
+@pytest.mark.slow
 def test_fallback_without_gmxapi(gmx, backmapped, tmp_path):
     """gmxapi hidden (a sitecustomize makes `import gmxapi` fail): the gmx command line runs, with a notice."""
     hide = tmp_path / "hide"
@@ -128,6 +135,8 @@ def _small_sps(tmp_path):
     return tmp_path / "small_cg.gro", tmp_path / "small.top"
 
 
+@pytest.mark.gromacs
+@pytest.mark.slow
 def test_workflow_example(gmx, tmp_path):
     if not _gmxapi_ok():
         pytest.skip("gmxapi (with its compiled extension) is not importable here")
@@ -144,6 +153,8 @@ def test_workflow_example(gmx, tmp_path):
     assert (tmp_path / "wf" / "backmap" / "posre_gmx_dbm_PS1.itp").is_file()
 
 
+@pytest.mark.gromacs
+@pytest.mark.slow
 def test_backmap_relax_command(gmx, tmp_path):
     """`gmx_dbm backmap ... --relax` end to end (small system, the shipped sps model picked by default since
     --model is not given, either engine)."""
@@ -166,6 +177,7 @@ def _run(argv, capsys):
     return code, lines
 
 
+@pytest.mark.gromacs
 def test_topology_grompp_rejects(gmx, backmapped, tmp_path, capsys):
     """A non-integer net charge: grompp warns, -maxwarn 0 makes it an error."""
     src = (ROOT / "topologies" / "sps.itp").read_text().splitlines()
@@ -187,6 +199,7 @@ def test_topology_grompp_rejects(gmx, backmapped, tmp_path, capsys):
     assert not (tmp_path / "out.gro").exists()
 
 
+@pytest.mark.gromacs
 def test_box_too_small(gmx, backmapped, tmp_path, capsys):
     fr = read_frame(backmapped)
     small = tmp_path / "small.gro"
@@ -266,9 +279,9 @@ def test_missing_include_in_inactive_block_is_not_followed(tmp_path):
     assert '#ifdef FLEXIBLE\n#include "missing.itp"\n#endif' in top   # grompp skips it as well
     assert list(prep.restrained) == [0, 2]
     assert not (tmp_path / "work" / "include" / "missing.itp").exists()
-    with pytest.raises(TopologyError, match=r"sys.top:9: #include file 'missing.itp' not found") as exc:
+    with pytest.raises(TopologyError, match=r"sys.top:10: #include file 'missing.itp' not found") as exc:
         prepare_topology(tmp_path / "sys.top", tmp_path / "work2", defines=["FLEXIBLE"])
-    assert exc.value.line == 9 and exc.value.path == str((tmp_path / "sys.top").resolve())
+    assert exc.value.line == 10 and exc.value.path == str((tmp_path / "sys.top").resolve())
 
 
 def test_defines_in_files_and_else_branches_decide_what_is_read(tmp_path):
@@ -296,7 +309,7 @@ def test_defines_in_files_and_else_branches_decide_what_is_read(tmp_path):
 @pytest.mark.parametrize("text, line, what", [
     ("#endif\n", 2, "#endif without an open #ifdef"),
     ("#else\n", 2, "#else without an open #ifdef"),
-    ("#ifdef X\n[ system ]\n", 2, "without a matching #endif"),
+    ("#ifdef X\n[ system ]\n", 2, "#ifdef/#ifndef without a matching #endif"),
     ("#ifdef\n#endif\n", 2, "#ifdef without a name"),
 ])
 def test_unbalanced_conditionals_name_file_and_line(tmp_path, text, line, what):
@@ -360,3 +373,120 @@ def test_heavy_atoms_by_element_with_hydrogen_mass_repartitioning(tmp_path):
     rows = [ln.split() for ln in (tmp_path / "work" / "posre_gmx_dbm_L49C.itp").read_text().splitlines()
             if ln.strip() and ln.split()[0].isdigit()]
     assert [int(r[0]) - 1 for r in rows] == list(carbons[:8])
+
+
+# ------------------------------------------------------------------------------------ results from the .edr
+def _log_value(text: str, pattern: str) -> float:
+    import re
+    m = re.search(pattern, text)
+    assert m, pattern
+    return float(m.group(1))
+
+
+def _log_averages_potential(text: str) -> float:
+    """The Potential of the averages block at the end of an md.log (fixed 15-character columns)."""
+    block = text[text.rindex("A V E R A G E S"):]
+    lines = block[block.index("Energies (kJ/mol)"):].splitlines()[1:]
+    for names, values in zip(lines[::2], lines[1::2]):
+        for c in range(0, len(names), 15):
+            if names[c:c + 15].strip() == "Potential":
+                return float(values[c:c + 15])
+    raise AssertionError("no Potential in the averages block")
+
+
+@pytest.fixture(scope="module")
+def octane_relaxed(gmx, shared_data, tmp_path_factory):
+    """12 molecules of a shared octane frame with the hydrogen-mass-repartitioned octane topology, through
+    50 EM steps and 0.2 ps restrained MD on the gmx command line."""
+    from gmx_dbm.relax import Relaxer, RelaxOptions
+    tmp = tmp_path_factory.mktemp("octane_relax")
+    top = _hmr_octane(tmp, molecules=12)
+    fr = read_frame(shared_data / "octane" / "octane_t350_1" / "aa" / "300.gro")
+    n = 12 * 26
+    frame = Frame(fr.positions[:n], fr.box)
+    relaxer = Relaxer(top, tmp / "work", RelaxOptions(steps_em=50, md_ps=0.2, engine="gmx", threads=1))
+    return relaxer, relaxer.frame(frame, 0), gmx
+
+
+@pytest.mark.gromacs
+def test_stage_energies_come_from_the_edr(octane_relaxed):
+    from gmx_dbm.gromacs import edr_energies
+    relaxer, res, _ = octane_relaxed
+    em, md = res.em, res.md
+    # EM: the last .edr frame is the lowest energy reached, the one the log's convergence message reports
+    em_terms = edr_energies(em.edr)
+    assert em.epot == pytest.approx(float(em_terms["Potential"][-1]), rel=1e-12)
+    assert em.energies["Potential"] == em.epot and "LJ (SR)" in em.energies
+    em_log = Path(em.log).read_text()
+    assert em.epot == pytest.approx(_log_value(em_log, r"Potential Energy\s+=\s+(\S+)"), rel=1e-5)
+    assert em.fmax == _log_value(em_log, r"Maximum force\s+=\s+(\S+)")
+    assert 0 < em.steps <= 50 and isinstance(em.converged, bool)
+    # MD: averages over the .edr frames (steps 0, 100, 200), as the log's averages block
+    md_terms = edr_energies(md.edr)
+    assert len(md_terms["Potential"]) == 3
+    assert md.epot == pytest.approx(float(np.mean(md_terms["Potential"])), rel=1e-12)
+    assert md.epot == pytest.approx(_log_averages_potential(Path(md.log).read_text()), rel=1e-5, abs=1e-3)
+    assert md.energies["Position Rest."] > 0     # the carbons are restrained
+    assert md.constraint_warnings == 0
+    assert len(relaxer.prepared.restrained) == 12 * 8
+
+
+@pytest.mark.gromacs
+def test_edr_reader_agrees_with_gmx_energy(octane_relaxed, tmp_path):
+    """edr_energies (pyedr) against `gmx energy` on the same file: same frames, same values."""
+    from gmx_dbm.gromacs import edr_energies, run_gmx
+    _, res, gmx = octane_relaxed
+    terms = edr_energies(res.md.edr)
+    run_gmx(["energy", "-f", res.md.edr, "-o", tmp_path / "e.xvg"], cwd=tmp_path,
+            input_text="Potential\nPosition-Rest.\nTemperature\n\n", gmx=gmx)
+    rows = np.array([[float(v) for v in ln.split()] for ln in (tmp_path / "e.xvg").read_text().splitlines()
+                     if ln and ln[0] not in "#@"])
+    assert rows.shape == (3, 4)
+    for k, name in enumerate(("Potential", "Position Rest.", "Temperature"), 1):
+        assert np.allclose(terms[name], rows[:, k], rtol=1e-5, atol=1e-3), name
+    assert "Time" not in terms and all(len(v) == 3 for v in terms.values())
+
+
+def test_edr_reader_errors(tmp_path):
+    from gmx_dbm.errors import GromacsError
+    from gmx_dbm.gromacs import edr_energies
+    with pytest.raises(GromacsError, match="not found"):
+        edr_energies(tmp_path / "none.edr")
+    (tmp_path / "bad.edr").write_bytes(b"not an energy file at all")
+    with pytest.raises(GromacsError, match="not a GROMACS .4.0 or later. .edr file"):
+        edr_energies(tmp_path / "bad.edr")
+    # the right start, then garbage
+    (tmp_path / "cut.edr").write_bytes(struct.pack(">i", -55555) + b"garbage after the magic number")
+    with pytest.raises(GromacsError, match="cannot read energy file"):
+        edr_energies(tmp_path / "cut.edr")
+
+
+def _imports(path: Path) -> set:
+    """Absolute names of the gmx_dbm modules a source file imports (relative imports resolved)."""
+    import ast
+    pkg = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    if path.name == "__init__.py":
+        pkg += ".__init__"
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = pkg.split(".")[:-node.level] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}
+    return out
+
+
+def test_dependencies_point_one_way():
+    """gmx_dbm.relax never imports the backmap pipeline or the workflow; the two command modules share
+    their relaxation options through a helper instead of importing each other."""
+    for path in (ROOT / "gmx_dbm" / "relax").glob("*.py"):
+        bad = {m for m in _imports(path) if m.startswith(("gmx_dbm.backmap", "gmx_dbm.workflow", "gmx_dbm.commands"))}
+        assert not bad, (path.name, bad)
+    relax_cmd = _imports(ROOT / "gmx_dbm" / "commands" / "relax.py")
+    backmap_cmd = _imports(ROOT / "gmx_dbm" / "commands" / "backmap.py")
+    assert not any(m.startswith("gmx_dbm.commands.backmap") for m in relax_cmd)
+    assert not any(m.startswith("gmx_dbm.commands.relax") for m in backmap_cmd)
+    assert not any(m.startswith("gmx_dbm.backmap") for m in relax_cmd)

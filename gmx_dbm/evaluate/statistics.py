@@ -107,10 +107,10 @@ class Evaluator:
         intra = None if self.mol_of_excl is None else self.mol_of_excl[i] == self.mol_of_excl[j]
         nb = (d < self.nb_cutoff) & ~metrics.in_keys(i, j, self.n, self.excl, intra)
         ii, jj = torch.from_numpy(i[nb]), torch.from_numpy(j[nb])
-        lj, _ = ff.pair_energies(pos, box, ii, jj)
+        lj, coul = ff.pair_energies(pos, box, ii, jj)
         st.lj_per_molecule.append(metrics.per_molecule(i[nb], j[nb], lj.numpy(), self.flat.mol_index, self.n_mols))
         if self.energies:
-            st.energies.append(ff.energies(pos, box, pairs=(ii, jj)))
+            st.energies.append(ff.energies(pos, box, pair_energies=(lj, coul)))
 
     def trajectory(self, path, label=None) -> TrajectoryStats:
         t0 = time.perf_counter()

@@ -363,12 +363,20 @@ class ForceField(nn.Module):
         return out
 
     @torch.no_grad()
-    def energies(self, positions, box, pairs=None) -> dict:
-        """{term: kJ/mol} of one frame (positions (N, 3), box (3, 3); numpy or tensors), no gradients;
-        ``pairs`` as in ``forward``."""
+    def energies(self, positions, box, pairs=None, pair_energies=None) -> dict:
+        """{term: kJ/mol} of one frame (positions (N, 3), box (3, 3); numpy or tensors), energies only (no
+        forces). ``pairs``: the non-excluded short-range pairs (i, j) if at hand (``pairs``);
+        ``pair_energies``: their (LJ, Coulomb) energies per pair if at hand (``pair_energies``)."""
         x, b = self._as_frame(positions, box)
-        e = self.forward(x[None], b[None], pairs=pairs)
-        return {k: float(v[0]) for k, v in e.items()}
+        out = self.bonded_terms(x[None], b[None])
+        if pair_energies is None:
+            i, j = self.pairs(x, b) if pairs is None else pairs
+            pair_energies = self.pair_energies(x, b, i, j)
+        lj, coul = pair_energies
+        out["lj_sr"] = lj.sum(dtype=torch.float64)[None]
+        if self.has_charges:
+            out["coulomb_sr"] = coul.sum(dtype=torch.float64)[None] + self._rf_exclusion_terms(x[None], b[None])
+        return {k: float(v[0]) for k, v in out.items()}
 
 
 def total(energies: dict) -> torch.Tensor:
