@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 
 QUALITY_STD_FLOOR = 0.02  # kJ/mol per atom
 RING_SIZES = range(3, 9)
-RING_TOLERANCE = 0.2  # relative; thermal fluctuations of sPS ring distances at 568 K stay below 5%
+# relative: thermal fluctuations of sPS ring distances stay below 6% (453 K reference); after the
+# generator's Gibbs sweeps 99% of ring distances are within 11% and the thermalisation corrects those; a
+# folded ring (atoms three bonds apart at 0.06-0.09 nm) is 60-75% off
+RING_TOLERANCE = 0.35
 
 
 def _bond_arrays(flat) -> tuple:
