@@ -7,6 +7,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from .errors import InputError, TrajectoryError
 from .ff.forcefield import ENERGY_KEYS, ForceField, NonbondedSettings, settings_from_mdp
 from .io import read_frames
 from .io.mdp import read_mdp
@@ -30,7 +31,10 @@ def compute_energies(conf, top, mdp=None, defines=None, include_dirs=None, dtype
     for k, frame in enumerate(read_frames(conf)):
         if k == 0:
             check_structure(system, frame.n_atoms, conf)
-        ff.check_box(frame.box, where=f"{conf}: frame {k}")
+        try:
+            ff.check_box(frame.box)
+        except InputError as exc:
+            raise TrajectoryError(exc.message, path=conf, where=f"frame {k}") from None
         frames.append(ff.energies(frame.positions, frame.box))
     terms = [k for k in ENERGY_KEYS if frames and k in frames[0]]
     mean = {k: float(np.mean([f[k] for f in frames])) for k in terms}

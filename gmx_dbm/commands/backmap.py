@@ -11,8 +11,8 @@ HELP = "backmap coarse-grained frames (.gro/.xtc) to all-atom frames (.gro/.xtc/
 def add_arguments(p):
     p.add_argument("-c", "--cg", required=True, metavar="CG", help="CG structure or trajectory (.gro, .xtc)")
     p.add_argument("-p", "--topology", required=True, metavar="TOP", help="all-atom GROMACS topology (.top)")
-    p.add_argument("-m", "--mapping", required=True, action="append", metavar="MAP",
-                   help="mapping file (.map); repeat for several moleculetypes")
+    p.add_argument("-m", "--mapping", required=True, action="extend", nargs="+", metavar="MAP",
+                   help="mapping files (.map), one per moleculetype: -m a.map b.map (or -m a.map -m b.map)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output (.gro, .xtc, .pdb)")
     p.add_argument("--model", default=None,
                    help="model: a shipped name (sps, transfer) or a .safetensors path; default: the first "

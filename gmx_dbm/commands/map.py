@@ -10,7 +10,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("-s", dest="structure", metavar="AA.gro",
                         help="all-atom structure; optional, checked against the topology's atoms")
     parser.add_argument("-p", dest="topology", required=True, metavar="AA.top", help="all-atom topology")
-    parser.add_argument("-m", dest="mapping", required=True, nargs="+", metavar="MAP",
+    parser.add_argument("-m", dest="mapping", required=True, action="extend", nargs="+", metavar="MAP",
                         help="mapping file(s), one per moleculetype (docs/MAPPING_FORMAT.md)")
     parser.add_argument("-o", dest="output", required=True, metavar="CG.xtc|.gro|.pdb",
                         help="CG output (written atomically; an existing file is backed up as #name.N#)")
