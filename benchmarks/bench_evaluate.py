@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gmx_dbm import evaluate as E  # noqa: E402
-from gmx_dbm import metrics  # noqa: E402
+from gmx_dbm.geometry import periodic_pairs  # noqa: E402
+from gmx_dbm.quality import frame_report  # noqa: E402
 from gmx_dbm.io import read_frames  # noqa: E402
 from gmx_dbm.io.topology import read_topology  # noqa: E402
 
@@ -80,13 +81,13 @@ def main(argv=None) -> int:
     timed("bonded histograms", lambda fr: st.bonded[0].add(fr.positions, fr.box))
     pairs = {}
     timed("pair search (k-d tree, 1.0 nm)",
-          lambda fr: pairs.__setitem__(id(fr), metrics.periodic_pairs(fr.positions, fr.box, ev.cutoff)))
+          lambda fr: pairs.__setitem__(id(fr), periodic_pairs(fr.positions, fr.box, ev.cutoff)))
     vol = {id(fr): abs(np.linalg.det(fr.box)) for fr in frames}
     timed("RDFs (all element pairs)", lambda fr: st.rdf[0].add(*pairs[id(fr)], vol[id(fr)]))
     timed("force-field energies (incl. own pair search)",
-          lambda fr: E.forcefield_energies(ev.forcefield, fr.positions, fr.box))
+          lambda fr: ev.forcefield.energies(fr.positions, fr.box))
     timed("frame_report (backmap quality flags)",
-          lambda fr: E.frame_report(ev.flat, fr.positions, fr.box, ev.forcefield))
+          lambda fr: frame_report(ev.flat, fr.positions, fr.box, ev.forcefield, ev.checks))
     st2 = ev.new_stats("bench2", "bench2")
     timed("add_frame (everything evaluate does per frame)", lambda fr: ev.add_frame(st2, fr.positions, fr.box))
     stages["reading the .xtc"] = t_read

@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gmx_dbm.ff.forcefield import ForceField, NonbondedSettings, neighbor_pairs  # noqa: E402
+from gmx_dbm.ff.forcefield import ForceField, NonbondedSettings  # noqa: E402
 from gmx_dbm.geometry import make_whole  # noqa: E402
 from gmx_dbm.io import read_frame  # noqa: E402
 from gmx_dbm.io.topology import read_topology  # noqa: E402
@@ -37,7 +37,7 @@ def bench(system, x, box, dtype, repeat):
     ff = ForceField(system.flat(), NonbondedSettings(), dtype=dtype)
     pos = torch.tensor(x, dtype=dtype)[None]
     b = torch.tensor(box, dtype=dtype)[None]
-    n_pairs = len(neighbor_pairs(pos[0], b[0], 1.0)[0])
+    n_pairs = len(ff.pairs(pos[0], b[0])[0])
     best = float("inf")
     for _ in range(repeat):
         p = pos.clone().requires_grad_(True)

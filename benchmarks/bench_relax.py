@@ -11,7 +11,7 @@ are relaxed with ``gmx_dbm.relax`` (steepest descent to Fmax < emtol, then heavy
 
 For the start, the EM result and the MD result: potential energy (``gmx mdrun -rerun`` with the project
 topology and the reference settings, no restraints), bonded JSD against the reference frame
-(gmx_dbm.metrics.bonded_jsd), clashes (gmx_dbm.evaluate.frame_clashes when present: non-excluded pairs
+(gmx_dbm.metrics.bonded_jsd), clashes (gmx_dbm.quality.StructureChecks: pairs more than two bonds apart
 < 0.1 nm); EM steps and whether EM converged, wall times. Prints a Markdown table.
 
     .venv/bin/python benchmarks/bench_relax.py [--frame 0] [--md-ps 2] [--json out.json]
@@ -74,11 +74,8 @@ def rerun_potential(confs, box, atoms, workdir):
 
 
 def clashes(flat, pos, box):
-    try:
-        from gmx_dbm.evaluate import frame_clashes
-    except ImportError:
-        return None
-    return int(frame_clashes(flat, pos, box))
+    from gmx_dbm.quality import StructureChecks
+    return StructureChecks(flat).clashes(pos, box)
 
 
 def main(argv=None):

@@ -140,7 +140,7 @@ def type_groups(kind: str, idx, types) -> tuple:
 
 
 class BondedHistograms:
-    """Pooled histograms (METHOD.md bins) of bond lengths, angles, proper and improper dihedrals over
+    """Pooled histograms (the deepBackmap comparison's bins) of bond lengths, angles, proper and improper dihedrals over
     frames added one at a time, also split by atom-type tuple. ``counts[kind]`` (groups, bins)."""
 
     def __init__(self, flat):

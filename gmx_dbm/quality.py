@@ -63,7 +63,9 @@ class StructureChecks:
             for a in range(n):
                 for c in range(a + 1, n):
                     k = min(c - a, n - (c - a))
-                    pi.append(ring[a]); pj.append(ring[c]); ring_of.append(len(self.rings))
+                    pi.append(ring[a])
+                    pj.append(ring[c])
+                    ring_of.append(len(self.rings))
                     ideal.append(b * np.sin(np.pi * k / n) / np.sin(np.pi / n))
             self.rings.append(np.asarray(ring, dtype=np.int64))
         self.ring_i = np.asarray(pi, dtype=np.int64)

@@ -7,7 +7,6 @@ z on top. Everything is vectorised over samples; nothing loops over atoms or bea
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build GROMACS 2022.5 (Debian's source package) with gmxapi on, and the gmxapi Python package against it.
 # Debian's binary package is built with GMXAPI=OFF, so gmxapi cannot be pip-installed against it
-# (facts: shared/design/GROMACS.md). The build is cached at a fixed prefix and skipped when complete.
+# (its CMake cache has GMXAPI=OFF). The build is cached at a fixed prefix and skipped when complete.
 # Usage: scripts/install_gromacs.sh [PYTHON]   (PYTHON: the interpreter that gets gmxapi; default python3)
 set -euo pipefail
 PREFIX=${GMX_DBM_GROMACS_PREFIX:-/opt/gmx_dbm/gromacs-2022.5-gmxapi}

@@ -1,4 +1,4 @@
-"""The backmapping engine and command with the shipped models (issue 4)."""
+"""The backmapping engine and command with the shipped models."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Featurisation, networks, prior and checkpoints (issue 3), on the project's own sPS files."""
+"""Featurisation, networks, prior and checkpoints, on the project's own sPS files."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Reproducibility (issue 7).
+"""Reproducibility.
 
 * ``gmx_dbm backmap`` with the same inputs and seed writes byte-identical files (one run in a separate
   process, one in-process); another seed gives other coordinates. On the real sPS CG frame

@@ -1,4 +1,4 @@
-"""Safety (issue 7): model/checkpoint files never run code; outputs never half-written or silently replaced.
+"""Safety: model/checkpoint files never run code; outputs never half-written or silently replaced.
 
 * A checkpoint crafted to run code when unpickled (its ``__reduce__`` creates a marker file) is refused
   by ``load_checkpoint``, ``load_model``, ``gmx_dbm backmap --model`` and ``gmx_dbm train --resume``, and

@@ -1,4 +1,4 @@
-"""Training configs and the smoke example end to end (issue 3)."""
+"""Training configs and the smoke example end to end."""
 from __future__ import annotations
 
 import json

@@ -37,7 +37,7 @@ def add_arguments(p):
     p.add_argument("--no-stereo", action="store_true",
                    help="do not enforce the handedness of tetrahedral centres (default: the model card's table, "
                         "learnt from its training data: inverted centres are redrawn by the generator)")
-    p.add_argument("--stereo", action="store_true", help=argparse.SUPPRESS)  # once opt-in, now the default: accepted
+    p.add_argument("--stereo", action="store_true", help=argparse.SUPPRESS)  # the default; accepted for old scripts
     p.add_argument("--stereo-template", default=None, metavar="AA",
                    help="take the handedness of tetrahedral centres from this all-atom structure of the system "
                         "(.gro/.pdb/.xtc, topology order) instead of the model card")

@@ -10,6 +10,7 @@ from .. import metrics
 from ..io import atomic_output
 from .statistics import KINDS, TrajectoryStats
 
+
 def _labelled(ref: TrajectoryStats, cands: list):
     return [("reference", ref)] + [(c.label, c) for c in cands]
 

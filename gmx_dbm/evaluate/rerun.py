@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def gromacs_energies(top, traj, conf, settings, defines=(), workdir=None) -> dict:
     """Mean per frame of each gmx_dbm energy term from ``gmx grompp`` + ``gmx mdrun -rerun``."""
     from ..ff.forcefield import GROMACS_TERMS

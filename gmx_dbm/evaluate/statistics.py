@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("bond", "angle", "proper", "improper")
 
+
 @dataclass
 class TrajectoryStats:
     label: str

@@ -136,7 +136,7 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         if cfg.device != "cpu":
             # the featuriser and sampler run on the CPU; networks could move, but keep one code path
-            log.warning("device %s requested: this build trains on the CPU only", cfg.device)
+            log.warning("device %s requested: training runs on the CPU", cfg.device)
         torch.manual_seed(cfg.seed)
         structures = [load_structures(ds) for ds in cfg.data]
         val_structures = [load_structures(ds) for ds in cfg.validation]
