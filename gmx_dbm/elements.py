@@ -19,7 +19,8 @@ MASSES = {"H": 1.008, "C": 12.011, "N": 14.007, "O": 15.999, "F": 18.998, "Na": 
           "Si": 28.086, "P": 30.974, "S": 32.06, "Cl": 35.45, "K": 39.098, "Ca": 40.078, "Br": 79.904,
           "I": 126.90}
 # two-letter elements recognised from names (GROMACS writes them in capitals: CL, BR, NA, ...); only where
-# the mass agrees, so that an aliphatic carbon called 'CL1' stays a carbon
+# the mass agrees, so that an aliphatic carbon called 'CL1' stays a carbon and, without a mass, 'CA' is a
+# carbon as GROMACS names it
 _TWO_LETTER = ("Cl", "Br", "Na", "Mg", "Si", "Ca")
 _ONE_LETTER = ("H", "C", "N", "O", "F", "P", "S", "K", "I")
 _UNITED_CARBON = (13.019, 14.027, 15.035, 16.043)  # CH, CH2, CH3, CH4 united atoms
@@ -40,7 +41,7 @@ def _from_text(text, mass: float | None) -> str | None:
     if not lead:
         return None
     for sym in _TWO_LETTER:
-        if lead[:2].upper() == sym.upper() and (mass is None or mass <= 0 or abs(mass - MASSES[sym]) < 3.0):
+        if lead[:2].upper() == sym.upper() and mass is not None and abs(mass - MASSES[sym]) < 3.0:
             return sym
     if lead[0].upper() in _ONE_LETTER:
         return lead[0].upper()

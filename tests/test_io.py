@@ -242,6 +242,15 @@ class TestPdb(ReaderContract):
         for v in (1, 99999, 100000, 123456, 2436111, 2436112, 4000000):
             assert hy36decode(5, hy36encode(5, v)) == v
 
+    def test_time_from_gromacs_title(self, tmp_path):
+        # gmx trjconv writes each frame's time and step into its TITLE record
+        p = tmp_path / "g.pdb"
+        p.write_text("TITLE     protein t=  12.50000 step= 250\n"
+                     "CRYST1   30.000   30.000   30.000  90.00  90.00  90.00 P 1           1\nMODEL        1\n"
+                     "ATOM      1  CA  ALA     1       1.000   2.000   3.000  1.00  0.00            \nENDMDL\n")
+        f = read_frame(p)
+        assert (f.time, f.step) == (12.5, 250) and f.atoms.elements is None
+
     def test_element_column_written_and_read(self, tmp_path):
         atoms = AtomInfo(["CA", "HB1", "CL"], ["MOL"] * 3, [1] * 3, ["C", "H", "Cl"])
         path = self.write(tmp_path / "e.pdb", frames_for(3, 1), atoms)

@@ -2,8 +2,8 @@
 
 ``backmap(...)`` streams frames (constant memory in the number of frames) through a ``Backmapper``: it
 generates all beads of all molecules that are at the same step of their sequence in one batch, refines
-with Gibbs sweeps, projects constrained bonds onto their lengths, repairs tetrahedral centres, redraws
-deformed rings, thermalises the frame in the force field with every bead restrained to its CG position,
+with Gibbs sweeps, projects constrained bonds onto their lengths, redraws deformed rings, repairs
+tetrahedral centres, thermalises the frame in the force field with every bead restrained to its CG position,
 wraps into the box and writes every atom of the topology in topology order (``steps``). No all-atom
 reference is needed. Same inputs + same seed -> identical output.
 """

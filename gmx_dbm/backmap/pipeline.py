@@ -78,10 +78,11 @@ class Backmapper:
         if s.constraints != "none":
             projector = S.ProjectBonds(flat, *S.constraint_arrays(flat, s.constraints))
             chain.append(projector)
-        # after the projection: projecting a distorted frame onto the bond lengths can itself invert centres
+        chain.append(S.RedrawDefects(models, flat, projector))
+        # after the projection and the redraws: projecting a distorted frame onto the bond lengths can
+        # itself invert centres, and a redrawn bead can leave a hydrogen on the wrong side
         if len(ch_centres):
             chain.append(S.RepairStereo(models, ch_centres, centres, signs, projector))
-        chain.append(S.RedrawDefects(models, flat, projector))
         dynamics = None
         if s.md_steps:
             from ..ff.dynamics import RestrainedLangevin

@@ -1,6 +1,6 @@
 """The steps of backmapping one CG frame, each a small object with one method ``__call__(work)``.
 
-``Backmapper`` (``pipeline``) chains them: generate → project bonds → stereo repair → redraw defects →
+``Backmapper`` (``pipeline``) chains them: generate → project bonds → redraw defects → stereo repair →
 thermalise (or polish) → wrap. A setting that switches a part off drops its step (``--md-steps 0``
 drops the thermalisation, ``--constraints none`` the projection, ``--no-stereo`` the handedness part
 of the stereo repair).

@@ -129,8 +129,8 @@ def read_pdb(path, n_atoms: int | None = None):
         for lineno, line in enumerate(fh, start=1):
             last_line = lineno
             rec = line[:6]
-            if rec == "REMARK" and " t= " in line:
-                # gmx_dbm's (and GROMACS') frame time remark
+            if rec in ("REMARK", "TITLE ") and " t= " in line:
+                # the frame's time: gmx_dbm writes it in a REMARK, GROMACS in the TITLE
                 _, t, s = parse_title(line[6:])
                 time, step = t or 0.0, s or 0
             elif rec == "CRYST1":
