@@ -26,7 +26,7 @@ from gmx_dbm import evaluate as E  # noqa: E402
 from gmx_dbm.geometry import periodic_pairs  # noqa: E402
 from gmx_dbm.quality import frame_report  # noqa: E402
 from gmx_dbm.io import read_frames  # noqa: E402
-from gmx_dbm.io.topology import read_topology  # noqa: E402
+from gmx_dbm.topology import read_topology  # noqa: E402
 
 
 def cpu_name() -> str:

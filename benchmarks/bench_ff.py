@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from gmx_dbm.ff.forcefield import ForceField, NonbondedSettings  # noqa: E402
 from gmx_dbm.geometry import make_whole  # noqa: E402
 from gmx_dbm.io import read_frame  # noqa: E402
-from gmx_dbm.io.topology import read_topology  # noqa: E402
+from gmx_dbm.topology import read_topology  # noqa: E402
 
 log = logging.getLogger("bench_ff")
 

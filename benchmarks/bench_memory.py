@@ -152,7 +152,7 @@ def main() -> None:
             sys.exit(f"bench_memory: backmap failed:\n{res.stderr}")
         rows = json.loads(res.stdout.strip().splitlines()[-1])
         size = out.stat().st_size
-    from gmx_dbm.io.topology import read_topology
+    from gmx_dbm.topology import read_topology
     n_atoms = read_topology(top).flat().n_atoms
 
     import platform

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gmx_dbm.io import AtomInfo, Frame, open_writer, read_frames  # noqa: E402
-from gmx_dbm.io.topology import read_topology  # noqa: E402
+from gmx_dbm.topology import read_topology  # noqa: E402
 from gmx_dbm.mapping import read_mapping  # noqa: E402
 from gmx_dbm.metrics import bonded_jsd  # noqa: E402
 from gmx_dbm.relax import Relaxer, RelaxOptions, fresh_workdir  # noqa: E402

@@ -11,7 +11,7 @@ from .errors import InputError, TrajectoryError
 from .ff.forcefield import ENERGY_KEYS, ForceField, NonbondedSettings, settings_from_mdp
 from .io import read_frames
 from .io.mdp import read_mdp
-from .io.topology import check_structure, read_topology
+from .topology import check_structure, read_topology
 
 
 def read_mdp_settings(path) -> NonbondedSettings:

@@ -41,7 +41,7 @@ def main():
     if args.stereo_from:
         from gmx_dbm import stereo
         from gmx_dbm.io import read_frames
-        from gmx_dbm.io.topology import read_topology
+        from gmx_dbm.topology import read_topology
         flat = read_topology(args.stereo_from[1]).flat()
         meta.setdefault("card", {})["stereo"] = stereo.learn(
             flat, ((f.positions, f.box) for f in read_frames(args.stereo_from[0])))

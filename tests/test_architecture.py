@@ -115,7 +115,7 @@ def test_only_workflow_imports_both_backmap_and_relax(graph):
     assert all(_top(n) in ("workflow", "commands") for n in both), both
 
 
-def test_io_does_not_import_torch():
-    code = "import sys, gmx_dbm.io, gmx_dbm.io.topology, gmx_dbm.io.mdp; print('torch' in sys.modules)"
+def test_io_and_topology_do_not_import_torch():
+    code = "import sys, gmx_dbm.io, gmx_dbm.topology, gmx_dbm.io.mdp; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

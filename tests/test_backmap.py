@@ -9,7 +9,7 @@ from gmx_dbm.cli import main
 from gmx_dbm.errors import ModelFileError
 from gmx_dbm.geometry import minimum_image
 from gmx_dbm.io import AtomInfo, open_writer, read_frame, read_frames
-from gmx_dbm.io.topology import read_topology
+from gmx_dbm.topology import read_topology
 from gmx_dbm.mapping import read_mapping
 
 

@@ -11,7 +11,7 @@ from scipy import sparse
 from gmx_dbm.ff.dynamics import RestrainedLangevin, project_bonds
 from gmx_dbm.units import KB
 from gmx_dbm.ff.forcefield import ForceField
-from gmx_dbm.io.topology import read_topology
+from gmx_dbm.topology import read_topology
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 

@@ -13,7 +13,7 @@ import torch
 from gmx_dbm.ff.forcefield import GROMACS_TERMS, ForceField, NonbondedSettings
 from gmx_dbm.gromacs import rerun_energies
 from gmx_dbm.io import AtomInfo, Frame, read_frames, write_frames
-from gmx_dbm.io.topology import read_topology
+from gmx_dbm.topology import read_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 REL, ABS = 1e-4, 2e-4

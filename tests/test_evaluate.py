@@ -13,7 +13,7 @@ from gmx_dbm.cli import main
 from gmx_dbm.errors import InputError, TrajectoryError
 from gmx_dbm.ff.forcefield import ForceField
 from gmx_dbm.io import AtomInfo, Frame, write_frames
-from gmx_dbm.io.topology import read_topology
+from gmx_dbm.topology import read_topology
 
 TOP = """[ defaults ]
   1  2  no  1.0  1.0

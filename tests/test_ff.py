@@ -13,7 +13,7 @@ from gmx_dbm.energy import read_mdp_settings
 from gmx_dbm.ff.forcefield import ForceField, NonbondedSettings
 from gmx_dbm.ff.geometry import dihedral, minimum_image, minimum_image_one_box
 from gmx_dbm.errors import ConfigError, InputError
-from gmx_dbm.io.topology import read_topology
+from gmx_dbm.topology import read_topology
 
 SMALL = """
 [ defaults ]

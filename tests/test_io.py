@@ -481,7 +481,7 @@ def pdb_element_column(path):
 
 def test_pdb_element_column_from_topology(tmp_path):
     from gmx_dbm.elements import elements
-    from gmx_dbm.io.topology import read_topology
+    from gmx_dbm.topology import read_topology
     top = tmp_path / "lig.top"
     top.write_text(textwrap.dedent(ELEMENT_TOP))
     flat = read_topology(top).flat()
@@ -601,7 +601,7 @@ def test_writer_checks_atom_count(tmp_path):
 
 
 def test_io_does_not_import_torch():
-    code = ("import sys, gmx_dbm.io, gmx_dbm.io.gro, gmx_dbm.io.xtc, gmx_dbm.io.pdb, gmx_dbm.io.topology, "
+    code = ("import sys, gmx_dbm.io, gmx_dbm.io.gro, gmx_dbm.io.xtc, gmx_dbm.io.pdb, gmx_dbm.topology, "
             "gmx_dbm.io.preprocess, gmx_dbm.geometry, gmx_dbm.mapping; list(gmx_dbm.io.read_frames(sys.argv[1])); "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "above = [m for m in sys.modules if m.split('.')[:2] in (['gmx_dbm', 'ff'], ['gmx_dbm', 'model'], "

@@ -84,7 +84,7 @@ def load_system(shared, which):
     """The project topology via read_topology when it exists, else the shared .itp stand-in."""
     top = ROOT / "topologies" / f"{which}.top"
     try:
-        from gmx_dbm.io.topology import read_topology
+        from gmx_dbm.topology import read_topology
     except ImportError:
         read_topology = None
     if read_topology is not None and top.is_file():
@@ -99,7 +99,7 @@ def load_system(shared, which):
 def shared_sps_system(shared, tmp_path):
     """The shared sPS topol.top itself; its unconditional #include "posres.itp" is not shipped, so an
     empty one is offered from a temporary include folder."""
-    from gmx_dbm.io.topology import read_topology
+    from gmx_dbm.topology import read_topology
     (tmp_path / "posres.itp").write_text("; empty: position restraints are not needed for mapping\n")
     return read_topology(shared / "sps" / "topol.top", include_dirs=[str(tmp_path)])
 

@@ -9,7 +9,7 @@ import torch
 
 from gmx_dbm.errors import ModelFileError
 from gmx_dbm.io import read_frame
-from gmx_dbm.io.topology import read_topology
+from gmx_dbm.topology import read_topology
 from gmx_dbm.mapping import read_mapping
 from gmx_dbm.model.checkpoint import load_checkpoint, load_model, save_model
 from gmx_dbm.model.features import build_state, featurize

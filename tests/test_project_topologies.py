@@ -11,7 +11,7 @@ import pytest
 
 from gmx_dbm.gromacs import run_gmx
 from gmx_dbm.io import read_frame
-from gmx_dbm.io.topology import read_topology
+from gmx_dbm.topology import read_topology
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = ROOT / "topologies"

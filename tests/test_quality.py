@@ -11,7 +11,7 @@ import pytest
 from gmx_dbm import quality as Q
 from gmx_dbm.ff.forcefield import ForceField
 from gmx_dbm.io import read_frames
-from gmx_dbm.io.topology import read_topology
+from gmx_dbm.topology import read_topology
 
 from test_evaluate import toy  # noqa: F401 (the butane fixture)
 

@@ -29,7 +29,7 @@ def _gmxapi_ok() -> bool:
 def backmapped(shared_data, tmp_path_factory) -> Path:
     """Frame 0 of the published deepBackmap output for the 568 K sPS set: a backmapped sPS frame."""
     out = tmp_path_factory.mktemp("relax_in") / "backmapped.gro"
-    from gmx_dbm.io.topology import read_topology
+    from gmx_dbm.topology import read_topology
     flat = read_topology(TOP).flat()
     fr = next(read_frames(shared_data / "sps" / "t568_train" / "deepbackmap.xtc", n_atoms=flat.n_atoms))
     with open_writer(out, AtomInfo.from_topology(flat)) as w:

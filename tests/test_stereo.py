@@ -7,7 +7,7 @@ import pytest
 
 from gmx_dbm import stereo
 from gmx_dbm.io import read_frame
-from gmx_dbm.io.topology import read_topology
+from gmx_dbm.topology import read_topology
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from gmx_dbm import units
 from gmx_dbm.errors import TopologyError, TrajectoryError
-from gmx_dbm.io.topology import check_structure, read_topology
+from gmx_dbm.topology import check_structure, read_topology
 
 TINY = """
 [ defaults ]
@@ -261,13 +261,6 @@ def test_atomtypes_atomic_number_must_be_an_integer(tmp_path):
     write(tmp_path, ATNUM_ITP.replace("CLX   17", "CLX   1.7x"), "atnum.itp")
     with pytest.raises(TopologyError, match=r"atnum.itp:6: .*at.num"):
         read_topology(write(tmp_path, ATNUM_TOP))
-
-
-def test_preprocessor_importable_from_old_place():
-    from gmx_dbm.io import preprocess as pp_module
-    from gmx_dbm.io import topology
-    assert topology.preprocess is pp_module.preprocess and topology.parse_defines is pp_module.parse_defines
-    assert topology._Line is pp_module.Line
 
 
 @pytest.mark.parametrize("header, pattern", [

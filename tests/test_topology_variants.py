@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from gmx_dbm.cli import main  # noqa: E402
 from gmx_dbm.io import read_frame  # noqa: E402
-from gmx_dbm.io.topology import read_topology  # noqa: E402
+from gmx_dbm.topology import read_topology  # noqa: E402
 from toy import build_toy_model  # noqa: E402  (tests/toy.py)
 
 ROOT = Path(__file__).resolve().parents[1]

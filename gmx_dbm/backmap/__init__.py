@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import TrajectoryError
 from ..io import AtomInfo, Frame, open_writer, read_frames
 from ..io.safe import check_writable
-from ..io.topology import read_topology
+from ..topology import read_topology
 from ..mapping import read_mapping
 from ..quality import FrameQuality
 from .models import SHIPPED_MODELS, model_fits, molecule_signatures, resolve_model, shipped_model_path

@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ..io import check_writable
     from ..io.frames import READ_FORMATS, WRITE_FORMATS
-    from ..io.topology import read_topology
+    from ..topology import read_topology
     from ..errors import OutputError, TrajectoryError
     from ..mapping import map_trajectory, read_mapping
     from pathlib import Path

@@ -32,7 +32,7 @@ from .. import metrics
 from ..errors import InputError, OutputError, TrajectoryError
 from ..io import AtomInfo, read_frames, write_frames
 from ..io.safe import check_writable
-from ..io.topology import check_structure, read_topology
+from ..topology import check_structure, read_topology
 from ..quality import RING_TOLERANCE
 from .plots import write_plots
 from .report import TABLE_ENERGIES, format_table, labels, write_json

@@ -49,7 +49,7 @@ def define_map(defines) -> dict:
     """{name: value} from a dict or from grompp -D items ('POSRES', 'FC=1000', '-DPOSRES')."""
     if isinstance(defines, dict):
         return dict(defines)
-    from ..io.topology import parse_defines
+    from ..io.preprocess import parse_defines
     return dict(parse_defines(defines or []))
 
 
@@ -253,7 +253,7 @@ def prepare_topology(topology, workdir, restrain: str = "heavy", fc: float = 100
     """Write ``workdir/topol.top`` (wrapper), ``posre_gmx_dbm_*.itp`` and restraint placeholders.
     ``defines``: grompp -D items or a {name: value} dict; they decide the #ifdef blocks read."""
     from ..gromacs import gmx_topology_dir
-    from ..io.topology import read_topology
+    from ..topology import read_topology
     top = Path(topology).resolve()
     if not top.is_file():
         raise TopologyError("topology file not found", path=topology)

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import ConfigError
 from ..io import read_frames
-from ..io.topology import read_topology
+from ..topology import read_topology
 from ..mapping import read_mapping
 from ..model.recipe import FeatureSpec, Recipe
 from .config import DataSet, parse_slice

@@ -1,7 +1,7 @@
 """Molecules as interaction graphs, and the system as flat index arrays for computation.
 
 Everything here is in GROMACS units as written in topology files: nm, kJ/mol, degrees for angle
-parameters, amu, e. No torch, no ParmEd (the reader in ``gmx_dbm.io.topology`` fills these classes).
+parameters, amu, e. No torch, no ParmEd (``gmx_dbm.topology.reader`` fills these classes).
 
 Indices inside a ``MoleculeType`` are 0-based molecule-local atom indices; indices in ``FlatTopology``
 are 0-based global atom indices in topology order (molecule instances as listed in ``[ molecules ]``).
@@ -164,7 +164,7 @@ class FlatTopology:
 
     def __post_init__(self):
         if self.elements is None:
-            from .elements import elements
+            from ..elements import elements
             self.elements = elements(self.names, self.types, self.masses)
 
     @property
@@ -211,7 +211,7 @@ class FlatTopology:
             for b in type_names:
                 c6[tindex[a], tindex[b]], c12[tindex[a], tindex[b]] = system.lj_c6_c12(a, b)
         exclusions = np.asarray(sorted(set(excl)), dtype=np.int64).reshape(-1, 2)
-        from .elements import elements
+        from ..elements import elements
         znum = [getattr(system.atomtypes.get(t), "atomic_number", None) for t in types]
         elem = elements(names, types, masses, znum)
         return cls(np.asarray(names), np.asarray(resnames), np.asarray(resids, dtype=np.int64),

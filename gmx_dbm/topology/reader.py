@@ -24,12 +24,8 @@ import networkx as nx
 
 from .. import units
 from ..errors import TopologyError, TrajectoryError
-from ..topology import AtomType, Defaults, Interaction, MoleculeType, System
-from .preprocess import Line, parse_defines, preprocess, tracked_preprocessor
-
-# the preprocessor's names as they were importable from here before it had its own module
-_Line = Line
-_tracked_preprocessor = tracked_preprocessor
+from ..io.preprocess import Line, parse_defines, preprocess, tracked_preprocessor  # noqa: F401 (re-exported)
+from .model import AtomType, Defaults, Interaction, MoleculeType, System
 
 log = logging.getLogger(__name__)
 
