@@ -455,23 +455,19 @@ def map_trajectory(trajectory, system, mapping: SystemMapping, output, structure
                    **writer_options) -> int:
     """Map every frame of ``trajectory`` (.gro/.xtc/.pdb) and write the CG frames to ``output``
     (.gro/.xtc/.pdb, written atomically). ``structure`` (optional) is checked to have the topology's
-    atom count. Returns the number of frames."""
-    from .io import check_writable, open_writer, read_frame, read_frames
+    atom count; ``trajectory`` and ``structure``, where they name their atoms, must have the topology's atom
+    names in order. Returns the number of frames."""
+    from .io import check_names, check_writable, open_writer, read_frame, read_frames
     check_writable(output)
     n = system.n_atoms
+    names = [mt.graph.nodes[i]["name"] for mt, _ in system.instances() for i in range(mt.n_atoms)]
     if structure is not None:
-        s = read_frame(structure, n_atoms=n)
-        if s.atoms is not None:
-            names = np.array([mt.graph.nodes[i]["name"] for mt, _ in system.instances()
-                              for i in range(mt.n_atoms)], dtype=str)
-            differ = np.flatnonzero(s.atoms.names != names)
-            if len(differ):
-                i = int(differ[0])
-                log.warning("%s: %d atom name(s) differ from the topology (first: atom %d is %s, topology "
-                            "says %s)", structure, len(differ), i + 1, s.atoms.names[i], names[i])
+        check_names(read_frame(structure, n_atoms=n), names, structure, 0, "atom", "the topology")
     mapper = Mapper(system, mapping, wrap=wrap)
     with open_writer(output, mapper.flat.atom_info(), **writer_options) as w:
-        for frame in read_frames(trajectory, n_atoms=n):
+        for k, frame in enumerate(read_frames(trajectory, n_atoms=n)):
+            if k == 0:
+                check_names(frame, names, trajectory, 0, "atom", "the topology")
             w.write(mapper.map(frame))
     log.info("mapped %d frame(s) of %d atoms to %d beads: %s", w.n_frames, n, mapper.flat.n_beads, output)
     return w.n_frames

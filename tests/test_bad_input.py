@@ -151,6 +151,8 @@ CASES = [
          ["cg_3_beads.xtc", "frame 0", "has 3 atoms, expected 4"], sub=True),
     Case("cg-xtc-empty", BACKMAP + ["-c", "{G}/empty.xtc"],
          ["empty.xtc", "empty file", "expected XTC frames"]),
+    Case("map-atom-names-out-of-order", MAP + ["-f", "{B}/names_swapped.gro"],
+         ["names_swapped.gro (frame 0)", "atom 1 is named 'H1' but the topology expects 'C1'"]),
     Case("energy-box-thinner-than-cutoff", ENERGY + ["-c", "{B}/box_thin.gro"],
          ["box_thin.gro (frame 0)", "longer than half the smallest box height", "1.8"]),
     # --- thermalisation options ----------------------------------------------------------------------

@@ -439,10 +439,11 @@ def test_edr_reader_agrees_with_gmx_energy(octane_relaxed, tmp_path):
     terms = edr_energies(res.md.edr)
     run_gmx(["energy", "-f", res.md.edr, "-o", tmp_path / "e.xvg"], cwd=tmp_path,
             input_text="Potential\nPosition-Rest.\nTemperature\n\n", gmx=gmx)
-    rows = np.array([[float(v) for v in ln.split()] for ln in (tmp_path / "e.xvg").read_text().splitlines()
-                     if ln and ln[0] not in "#@"])
-    assert rows.shape == (3, 4)
-    for k, name in enumerate(("Potential", "Position Rest.", "Temperature"), 1):
+    text = (tmp_path / "e.xvg").read_text().splitlines()
+    legends = [ln.split('"')[1] for ln in text if ln.startswith("@ s") and " legend " in ln]
+    rows = np.array([[float(v) for v in ln.split()] for ln in text if ln and ln[0] not in "#@"])
+    assert rows.shape == (3, 4) and sorted(legends) == ["Position Rest.", "Potential", "Temperature"]
+    for k, name in enumerate(legends, 1):   # gmx energy writes the terms in file order
         assert np.allclose(terms[name], rows[:, k], rtol=1e-5, atol=1e-3), name
     assert "Time" not in terms and all(len(v) == 3 for v in terms.values())
 

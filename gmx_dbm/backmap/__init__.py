@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TrajectoryError
-from ..io import AtomInfo, Frame, open_writer, read_frames
+from ..io import AtomInfo, Frame, check_names, open_writer, read_frames
 from ..io.safe import check_writable
 from ..topology import read_topology
 from ..mapping import read_mapping
@@ -38,13 +38,7 @@ def check_cg_frame(frame: Frame, mflat, path, index: int) -> None:
     if frame.n_atoms != mflat.n_beads:
         raise TrajectoryError(f"frame {index}: {frame.n_atoms} beads, expected {mflat.n_beads} "
                               "(from the topology's [ molecules ] and the mapping)", path=path)
-    if frame.atoms is not None and len(mflat.bead_names):
-        bad = np.nonzero(frame.atoms.names != mflat.bead_names)[0]
-        if len(bad):
-            b = int(bad[0])
-            raise TrajectoryError(f"bead {b + 1} is named {str(frame.atoms.names[b])!r} but the mapping expects "
-                                  f"{str(mflat.bead_names[b])!r} (bead order must follow the topology's molecules "
-                                  "and the mapping)", path=path, where=f"frame {index}")
+    check_names(frame, mflat.bead_names, path, index, "bead", "the mapping")
 
 
 def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None, orientations: int | None = None,

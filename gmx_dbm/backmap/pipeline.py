@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError, TrajectoryError
-from ..io import read_frames
+from ..io import check_names, read_frames
 from ..model.card import ModelCard
 from ..model.checkpoint import load_model, read_model_meta
 from ..model.recipe import FeatureSpec, Recipe
@@ -119,6 +119,8 @@ def _stereo_targets(stereo, flat, card: ModelCard, ch_centres, model_path) -> tu
         if frames and frames[0].n_atoms != flat.n_atoms:
             raise TrajectoryError(f"{frames[0].n_atoms} atoms, expected {flat.n_atoms} (the topology's; a "
                                   "stereo template is an all-atom structure of this system)", path=stereo)
+        for k, f in enumerate(frames):
+            check_names(f, flat.names, stereo, k, "atom", "the topology")
         table = st.learn(flat, ((f.positions, f.box) for f in frames), ch_centres)
         source = str(stereo)
     centres, signs = st.targets(flat, table, ch_centres)

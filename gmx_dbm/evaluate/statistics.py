@@ -18,6 +18,7 @@ from .. import metrics
 from ..errors import InputError, TrajectoryError
 from ..geometry import periodic_pairs
 from ..io import Frame, read_frames
+from ..io import check_names as io_check_names
 from ..quality import StructureChecks
 
 log = logging.getLogger(__name__)
@@ -128,18 +129,9 @@ class Evaluator:
 
 def check_names(frame: Frame, flat, path, index: int = 0) -> None:
     """Atom names of a frame that has them (.gro, .pdb) must follow the topology's order."""
-    if frame.atoms is None or not len(frame.atoms.names):
-        return
-    names = np.asarray([str(n).strip() for n in frame.atoms.names])
-    bad = np.nonzero(names != np.asarray([str(n).strip() for n in flat.names]))[0]
-    if len(bad):
-        b = int(bad[0])
-        raise TrajectoryError(f"atom {b + 1} is named {str(names[b])!r} but the topology has {str(flat.names[b])!r} "
-                              f"there ({len(bad)} names differ): atoms must be in topology order",
-                              path=path, where=f"frame {index}")
+    io_check_names(frame, flat.names, path, index, "atom", "the topology")
 
 
-# =========================================================================== scoring
 def energy_keys(energy: dict) -> dict:
     return {k: float(v) for k, v in energy.items()}
 

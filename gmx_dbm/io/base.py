@@ -93,6 +93,25 @@ def check_frame(frame: Frame, path, where: str, line: int | None = None) -> Fram
     return frame
 
 
+def check_names(frame: Frame, expected, path, index: int = 0, kind: str = "atom",
+                source: str = "the topology") -> None:
+    """Names of a frame that has them (.gro, .pdb) must be ``expected`` in order: a structure in another
+    atom order would be read silently wrong. One rule for atoms (against the topology) and beads
+    (against the mapping); frames without names (.xtc) pass."""
+    if frame.atoms is None or not len(frame.atoms.names) or not len(expected):
+        return
+    got = np.asarray([str(n).strip() for n in frame.atoms.names])
+    want = np.asarray([str(n).strip() for n in expected])
+    if len(got) != len(want):
+        return   # the count is checked (and reported) by the caller
+    bad = np.flatnonzero(got != want)
+    if len(bad):
+        b = int(bad[0])
+        raise TrajectoryError(f"{kind} {b + 1} is named {str(got[b])!r} but {source} expects {str(want[b])!r} ({len(bad)} of "
+                              f"{len(want)} names differ): {kind}s must be in the order of {source}",
+                              path=path, where=f"frame {index}")
+
+
 def check_count(got: int, n_atoms: int | None, path, where: str, line: int | None = None) -> None:
     """Raise ``TrajectoryError`` when a frame's atom count differs from the expected one (if given)."""
     if n_atoms is not None and got != n_atoms:
