@@ -58,3 +58,11 @@ def toy_cg(tmp_path_factory) -> Path:
     """tests/data/toy.gro mapped to CG (read-only: tests write next to it, never into it)."""
     from toy import map_toy_cg
     return map_toy_cg(tmp_path_factory.mktemp("toy_cg") / "toy_cg.gro")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that asks for GROMACS (the ``gmx`` fixture, directly or through another fixture) is
+    marked ``gromacs``, so that ``-m "not gromacs"`` selects the tests that run without it."""
+    for item in items:
+        if "gmx" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gromacs)

@@ -21,6 +21,7 @@ def shipped(root):
     return root
 
 
+@pytest.mark.slow
 def test_example_backmaps_every_atom_in_topology_order(shipped, tmp_path):
     root = shipped
     out = tmp_path / "aa.gro"
@@ -48,6 +49,7 @@ def test_example_backmaps_every_atom_in_topology_order(shipped, tmp_path):
     assert near.max() < 0.6
 
 
+@pytest.mark.slow
 def test_trajectory_streams_all_frames_to_pdb_and_xtc(shipped, tmp_path):
     root = shipped
     cg = read_frame(root / "examples/sps/cg.gro")
@@ -88,6 +90,7 @@ def test_no_fitting_model_is_a_clear_error(shipped, tmp_path):
         resolve_model("nonsense", toy, mflat)
 
 
+@pytest.mark.slow
 def test_proposals_and_selection_are_deterministic(shipped, tmp_path):
     root = shipped
     outs = []
@@ -100,6 +103,7 @@ def test_proposals_and_selection_are_deterministic(shipped, tmp_path):
     assert outs[0] == outs[1]
 
 
+@pytest.mark.slow
 def test_thermalisation_relaxes_the_generated_frame_and_keeps_the_beads(shipped, tmp_path):
     """--md-steps: restrained Langevin dynamics lowers the strain the generator leaves (angle and LJ
     energies) while every bead's mapped centre stays on its CG position."""
@@ -134,6 +138,7 @@ def test_thermalisation_relaxes_the_generated_frame_and_keeps_the_beads(shipped,
     assert centres[100].max() < 0.3 and np.median(centres[100]) < 0.08
 
 
+@pytest.mark.slow
 def test_stereocentres_come_out_with_the_training_handedness(shipped, tmp_path):
     """Default stereo ('auto'): every backbone CH centre of the output has the handedness of the model
     card's table and its hydrogen opposite its heavy neighbours, also from a rough start (1 sweep) where
@@ -156,6 +161,7 @@ def test_stereocentres_come_out_with_the_training_handedness(shipped, tmp_path):
     assert wrong["auto"] == 0 and wrong["none"] > 0
 
 
+@pytest.mark.slow
 def test_regenerate_beads_redraws_only_those_beads(shipped):
     import torch
 

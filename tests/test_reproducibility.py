@@ -77,6 +77,7 @@ def test_backmap_reproducible_toy(toy_cg, tmp_path):
     _check_reproducible(tmp_path, toy_cg, DATA / "toy.top", DATA / "toy.map", model)
 
 
+@pytest.mark.slow
 def test_backmap_reproducible_sps(shared_data, tmp_path):
     """examples/sps/cg.gro with a tiny model (2 steps on 2 frames of the shared sPS training data)."""
     src = shared_data / "sps" / "t568_train"

@@ -21,6 +21,7 @@ def test_example_configs_resolve(root, shared_data, config):
     assert cfg.prior.mode in ("none", "p1", "p2")
 
 
+@pytest.mark.slow
 def test_smoke_example_trains_and_its_model_backmaps(root, shared_data, tmp_path):
     out = tmp_path / "run"
     assert main(["-q", "train", str(root / "examples/smoke/config.toml"), "-o", str(out), "--no-progress"]) == 0
