@@ -91,6 +91,8 @@ class Backmapper:
             dynamics = RestrainedLangevin(flat, mflat.centre, s.temperature, s.md_steps, bonds=bonds,
                                           lengths=lengths, chiral=chiral)
             chain.append(S.Thermalise(dynamics))   # holds the constrained bonds itself: no polish
+            if len(ch_centres):
+                chain.append(S.PlaceHydrogens(ch_centres))
         elif projector is not None and s.proposals > 1:
             chain.append(S.Polish(models, s, projector))
         chain.append(S.Wrap())
