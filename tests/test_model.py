@@ -193,3 +193,33 @@ def test_training_checkpoint_refuses_pickled_code(tmp_path):
     with pytest.raises(ModelFileError):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_p1_and_p2_prior_losses(root):
+    """p1 minimises the prior energy of generated atoms; p2 matches the reference's: on the true positions
+    p2's loss is zero and p1's is not, and moving the atoms raises both. The weight ramps up linearly."""
+    from gmx_dbm.train.config import Config, PriorConfig
+    from gmx_dbm.train.loop import prior_loss, prior_weight
+    d = root / "tests" / "data" / "sps3"
+    system = read_topology(d / "sps3.top")
+    mapping = read_mapping([root / "mappings" / "sps.map"], system)
+    flat, mflat = system.flat(), mapping.flat()
+    spec = FeatureSpec(sorted(set(map(str, flat.types))), sorted(set(map(str, mflat.bead_types))), {})
+    recipe = Recipe(flat, mflat, spec)
+    aa, cg = read_frame(d / "aa.gro"), read_frame(d / "cg.gro")
+    atoms = torch.from_numpy(recipe.bead_seq[:, 1])
+    batch = _grids(recipe, cg.positions, cg.box, aa.positions, atoms, torch.zeros(len(atoms)))
+    from gmx_dbm.ff.geometry import minimum_image_one_box
+    real = minimum_image_one_box(torch.as_tensor(aa.positions, dtype=torch.float32)[atoms]
+                                 - torch.as_tensor(cg.positions, dtype=torch.float32)[batch.beads],
+                                 torch.as_tensor(cg.box, dtype=torch.float32))
+    moved = real + 0.03
+    losses = {}
+    for mode in ("p1", "p2"):
+        cfg = Config(name="p", output="unused", data=[], prior=PriorConfig(mode=mode, ramp_start=10, ramp_steps=100))
+        assert prior_weight(cfg, 5) == 0.0 and prior_weight(cfg, 59) == pytest.approx(0.5)
+        assert prior_weight(cfg, 1000) == 1.0
+        losses[mode] = [float(prior_loss(cfg, batch, x, real, 1.0)[0]) for x in (real, moved)]
+    assert losses["p2"][0] == pytest.approx(0.0, abs=1e-6) and losses["p2"][1] > 0.01
+    assert losses["p1"][1] > losses["p1"][0] + 0.01 and losses["p1"][0] != 0.0
+    assert prior_weight(Config(name="p", output="unused", data=[], prior=PriorConfig(mode="none")), 1000) == 0.0
