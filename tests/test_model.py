@@ -35,6 +35,17 @@ def sps(root):
     return recipe, cg, pos
 
 
+@pytest.fixture(scope="module")
+def sps3(root):
+    """The project's relaxed three-chain sPS reference (tests/data/sps3): recipe, all-atom and CG frames."""
+    d = root / "tests" / "data" / "sps3"
+    system = read_topology(d / "sps3.top")
+    mapping = read_mapping([root / "mappings" / "sps.map"], system)
+    flat, mflat = system.flat(), mapping.flat()
+    spec = FeatureSpec(sorted(set(map(str, flat.types))), sorted(set(map(str, mflat.bead_types))), {})
+    return Recipe(flat, mflat, spec), read_frame(d / "aa.gro"), read_frame(d / "cg.gro")
+
+
 def _grids(recipe, centres, box, pos, atoms, angles, initial=False):
     state = build_state(recipe, GRID, centres, box, positions=pos)
     return featurize(recipe, GRID, state, atoms, initial, angles)
@@ -125,16 +136,10 @@ def test_prior_gradients_reach_generator_weights(sps):
     assert torch.isfinite(loss)
 
 
-def test_prior_energy_of_a_relaxed_structure_is_lower_than_of_a_perturbed_one(root):
+def test_prior_energy_of_a_relaxed_structure_is_lower_than_of_a_perturbed_one(sps3):
     """On the project's relaxed sPS chains (tests/data/sps3), the energy prior of the true atom positions
     is far below that of the same atoms moved by 0.03 nm: bonds, angles, dihedrals and LJ all see it."""
-    d = root / "tests" / "data" / "sps3"
-    system = read_topology(d / "sps3.top")
-    mapping = read_mapping([root / "mappings" / "sps.map"], system)
-    flat, mflat = system.flat(), mapping.flat()
-    spec = FeatureSpec(sorted(set(map(str, flat.types))), sorted(set(map(str, mflat.bead_types))), {})
-    recipe = Recipe(flat, mflat, spec)
-    aa, cg = read_frame(d / "aa.gro"), read_frame(d / "cg.gro")
+    recipe, aa, cg = sps3
     atoms = torch.from_numpy(recipe.bead_seq[:, 2])          # the third atom of every bead
     batch = _grids(recipe, cg.positions, cg.box, aa.positions, atoms, torch.zeros(len(atoms)))
     centre = torch.as_tensor(cg.positions, dtype=torch.float32)[batch.beads]
@@ -195,18 +200,12 @@ def test_training_checkpoint_refuses_pickled_code(tmp_path):
     assert not marker.exists()
 
 
-def test_p1_and_p2_prior_losses(root):
+def test_p1_and_p2_prior_losses(sps3):
     """p1 minimises the prior energy of generated atoms; p2 matches the reference's: on the true positions
     p2's loss is zero and p1's is not, and moving the atoms raises both. The weight ramps up linearly."""
     from gmx_dbm.train.config import Config, PriorConfig
     from gmx_dbm.train.loop import prior_loss, prior_weight
-    d = root / "tests" / "data" / "sps3"
-    system = read_topology(d / "sps3.top")
-    mapping = read_mapping([root / "mappings" / "sps.map"], system)
-    flat, mflat = system.flat(), mapping.flat()
-    spec = FeatureSpec(sorted(set(map(str, flat.types))), sorted(set(map(str, mflat.bead_types))), {})
-    recipe = Recipe(flat, mflat, spec)
-    aa, cg = read_frame(d / "aa.gro"), read_frame(d / "cg.gro")
+    recipe, aa, cg = sps3
     atoms = torch.from_numpy(recipe.bead_seq[:, 1])
     batch = _grids(recipe, cg.positions, cg.box, aa.positions, atoms, torch.zeros(len(atoms)))
     from gmx_dbm.ff.geometry import minimum_image_one_box
