@@ -15,6 +15,16 @@ def _labelled(ref: TrajectoryStats, cands: list):
     return [("reference", ref)] + [(c.label, c) for c in cands]
 
 
+def _panels(plt, n: int, max_cols: int, width: float, height: float) -> tuple:
+    """A figure with ``n`` panels on a grid of at most ``max_cols`` columns; unused panels hidden."""
+    ncol = max(1, min(max_cols, n))
+    nrow = max(1, int(np.ceil(n / ncol)))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
+    for k in range(n, nrow * ncol):
+        axes[k // ncol][k % ncol].axis("off")
+    return fig, axes, ncol
+
+
 def write_plots(report_dir, ref: TrajectoryStats, cands: list) -> list:
     """PNG figures (matplotlib, Agg): bonded distributions, RDFs, LJ energy per molecule."""
     import matplotlib
@@ -55,26 +65,20 @@ def write_plots(report_dir, ref: TrajectoryStats, cands: list) -> list:
     # per kind, one panel per atom-type tuple
     for kind in kinds:
         labels = bonded[0][1].labels[kind]
-        ncol = min(4, len(labels))
-        nrow = int(np.ceil(len(labels) / ncol))
-        fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.0 * nrow), squeeze=False)
+        fig, axes, ncol = _panels(plt, len(labels), 4, 3.6, 3.0)
         for k, tl in enumerate(labels):
             ax = axes[k // ncol][k % ncol]
             for n, (lab, b) in enumerate(bonded):
                 dist(ax, kind, b.counts[kind][k], lab, "k-" if n == 0 else "-")
             ax.set_title(tl, fontsize=9)
             ax.set_xlabel(units[kind], fontsize=8)
-        for k in range(len(labels), nrow * ncol):
-            axes[k // ncol][k % ncol].axis("off")
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
         save(fig, f"{kind}_by_type.png")
     # RDFs per element pair (C-C first: the published one)
     rdfs = [(lab, st.all_rdf()) for lab, st in series]
     pairs = list(rdfs[0][1].g())
-    ncol = min(3, len(pairs))
-    nrow = int(np.ceil(len(pairs) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+    fig, axes, ncol = _panels(plt, len(pairs), 3, 4.2, 3.2)
     for k, pname in enumerate(pairs):
         ax = axes[k // ncol][k % ncol]
         for n, (lab, acc) in enumerate(rdfs):
@@ -82,8 +86,6 @@ def write_plots(report_dir, ref: TrajectoryStats, cands: list) -> list:
         ax.set_title(f"{pname} (non-bonded, > {metrics.RDF_EXCL_BONDS} bonds)", fontsize=9)
         ax.set_xlabel("r (nm)")
         ax.set_ylabel("g(r)")
-    for k in range(len(pairs), nrow * ncol):
-        axes[k // ncol][k % ncol].axis("off")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     save(fig, "rdf.png")
