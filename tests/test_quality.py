@@ -46,11 +46,11 @@ def benzene(tmp_path_factory):
     ring = np.stack([np.cos(phi), np.sin(phi), np.zeros(6)], 1)
     one = np.concatenate([0.139 * ring, 0.247 * ring])
     pos = np.concatenate([one + [1.0, 1.0, 1.0], one + [2.2, 2.0, 1.5]])
-    return flat, pos, np.diag([3.5, 3.5, 3.5])
+    return flat, pos, np.diag([3.5, 3.5, 3.5]), p
 
 
 def test_ideal_rings_are_clean(benzene):
-    flat, pos, box = benzene
+    flat, pos, box, _ = benzene
     checks = Q.StructureChecks(flat)
     assert len(checks.rings) == 2 and all(len(r) == 6 for r in checks.rings)
     assert checks.clashes(pos, box) == 0
@@ -61,7 +61,7 @@ def test_collapsed_ring_is_a_clash_and_a_deformed_ring(benzene):
     """A ring folded onto itself (C4 pulled onto C1, as the generator sometimes leaves one) is excluded
     from the force field's non-bonded terms: the clash count must see it anyway, and the ring check names
     the ring."""
-    flat, pos, box = benzene
+    flat, pos, box, _ = benzene
     bad = pos.copy()
     bad[3] = bad[0] + [0.02, 0.05, 0.0]
     bad[9] = bad[6] + [0.03, 0.05, 0.0]   # its hydrogen onto C1's hydrogen
@@ -137,3 +137,22 @@ def test_small_terms_are_not_flagged_for_hundredths_of_a_kilojoule():
     assert Q.quality_warnings({"energy_per_atom": {"coulomb_sr": -0.091}}, stats) == []
     warn = Q.quality_warnings({"energy_per_atom": {"coulomb_sr": -0.3}}, stats)
     assert len(warn) == 1 and warn[0].startswith("coulomb_sr ")
+
+
+def test_evaluate_reports_clashes_and_deformed_rings(benzene, tmp_path):
+    """`gmx_dbm evaluate` counts the folded ring of a candidate (clashes and deformed rings per frame),
+    which the non-bonded exclusions hide from the energies."""
+    from gmx_dbm.evaluate import evaluate, format_table
+    from gmx_dbm.io import AtomInfo, Frame, write_frames
+    flat, pos, box, top = benzene
+    bad = pos.copy()
+    bad[3] = bad[0] + [0.02, 0.05, 0.0]
+    atoms = AtomInfo.from_topology(flat)
+    write_frames(tmp_path / "ref.gro", atoms, [Frame(pos, box), Frame(pos + 0.001, box)])
+    write_frames(tmp_path / "bad.gro", atoms, [Frame(bad, box), Frame(pos, box)])
+    res = evaluate(tmp_path / "ref.gro", [tmp_path / "bad.gro"], top, energies=False)
+    assert res["reference"]["clashes_per_frame"] == 0 and res["reference"]["deformed_rings_per_frame"] == 0
+    cand = res["candidates"]["bad"]
+    assert cand["deformed_rings_per_frame"] == 0.5 and cand["clashes_per_frame"] >= 0.5
+    assert "rings/fr" in format_table(res)
+

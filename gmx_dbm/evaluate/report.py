@@ -41,7 +41,7 @@ def write_json(path, data) -> None:
 
 def format_table(result: dict) -> str:
     """The terminal table: one row per trajectory (reference, its half-vs-half floor, candidates)."""
-    cols = ["bond JSD", "angle JSD", "proper JSD", "improper JSD", "RDF dev", "clashes/fr"] + \
+    cols = ["bond JSD", "angle JSD", "proper JSD", "improper JSD", "RDF dev", "clashes/fr", "rings/fr"] + \
         [name for name, _ in TABLE_ENERGIES]
     rows = []
 
@@ -51,21 +51,24 @@ def format_table(result: dict) -> str:
                 for _, terms in TABLE_ENERGIES]
 
     ref = result["reference"]
-    rows.append(["reference", "0", "0", "0", "0", "0", f"{ref['clashes_per_frame']:.1f}", *energy_cells(ref, "energy")])
+    rows.append(["reference", "0", "0", "0", "0", "0", f"{ref['clashes_per_frame']:.1f}",
+                 f"{ref.get('deformed_rings_per_frame', 0.0):.1f}", *energy_cells(ref, "energy")])
     fl = ref.get("floor") or {}
     if fl:
         rows.append(["  floor (even/odd)"] + [f"{fl.get(f'{k}_jsd', float('nan')):.4f}" for k in KINDS] +
-                    [f"{fl['rdf_dev']:.4f}", "", "", "", ""])
+                    [f"{fl['rdf_dev']:.4f}", "", "", "", "", ""])
     if "energy_gromacs" in ref:
-        rows.append(["  gmx rerun", "", "", "", "", "", "", *energy_cells(ref, "energy_gromacs")])
+        rows.append(["  gmx rerun", "", "", "", "", "", "", "", *energy_cells(ref, "energy_gromacs")])
     for lab, c in result["candidates"].items():
         rows.append([lab] + [f"{c.get(f'{k}_jsd', float('nan')):.4f}" for k in KINDS] +
-                    [f"{c['rdf_dev']:.4f}", f"{c['clashes_per_frame']:.1f}", *energy_cells(c, "energy")])
+                    [f"{c['rdf_dev']:.4f}", f"{c['clashes_per_frame']:.1f}",
+                     f"{c.get('deformed_rings_per_frame', 0.0):.1f}", *energy_cells(c, "energy")])
         if "energy_gromacs" in c:
-            rows.append(["  gmx rerun", "", "", "", "", "", "", *energy_cells(c, "energy_gromacs")])
+            rows.append(["  gmx rerun", "", "", "", "", "", "", "", *energy_cells(c, "energy_gromacs")])
     w0 = max(len(r[0]) for r in rows) + 2
     head = f"{'':<{w0}}" + "".join(f"{c:>13s}" for c in cols)
     lines = [head] + [f"{r[0]:<{w0}}" + "".join(f"{v:>13s}" for v in r[1:]) for r in rows]
     lines.append("JSD: natural log, pooled histograms; RDF dev: integral |g_ref - g| dr of non-bonded C-C pairs "
-                 "(nm); energies: torch force field, kJ/mol per frame")
+                 "(nm); clashes: pairs > 2 bonds apart < 0.1 nm; rings: deformed rings; energies: torch force "
+                 "field, kJ/mol per frame")
     return "\n".join(lines)
