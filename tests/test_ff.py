@@ -11,7 +11,7 @@ import torch
 from gmx_dbm.ff import functional as F
 from gmx_dbm.energy import read_mdp_settings
 from gmx_dbm.ff.forcefield import ForceField, NonbondedSettings
-from gmx_dbm.ff.geometry import dihedral, minimum_image, minimum_image_one_box
+from gmx_dbm.ff.geometry import dihedral, minimum_image, minimum_image_exact
 from gmx_dbm.errors import ConfigError, InputError
 from gmx_dbm.topology import read_topology
 
@@ -114,7 +114,7 @@ def test_exact_minimum_image_beyond_half_the_box():
     box = np.array([[7.843, 0, 0], [1.30, 2.269, 0], [0.9, 1.0, 2.254]])
     rng = np.random.default_rng(0)
     d = rng.uniform(-3, 3, size=(2000, 3))
-    got = np.linalg.norm(minimum_image_one_box(torch.tensor(d), torch.tensor(box)).numpy(), axis=-1)
+    got = np.linalg.norm(minimum_image_exact(torch.tensor(d), torch.tensor(box)).numpy(), axis=-1)
     r = np.arange(-3, 4)
     shifts = np.stack(np.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3) @ box
     want = np.linalg.norm(d[:, None] + shifts[None], axis=-1).min(1)

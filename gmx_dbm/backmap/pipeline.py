@@ -89,10 +89,8 @@ class Backmapper:
             bonds, lengths = (projector.bonds, projector.lengths) if projector is not None else (None, None)
             chiral = (centres, signs) if signs is not None else None
             dynamics = RestrainedLangevin(flat, mflat.centre, s.temperature, s.md_steps, bonds=bonds,
-                                          lengths=lengths, chiral=chiral)
-            chain.append(S.Thermalise(dynamics))   # holds the constrained bonds itself: no polish
-            if len(ch_centres):
-                chain.append(S.PlaceHydrogens(ch_centres))
+                                          lengths=lengths, chiral=chiral, hydrogens=ch_centres)
+            chain.append(S.Thermalise(dynamics, centres, signs))   # holds the constrained bonds itself: no polish
         elif projector is not None and s.proposals > 1:
             chain.append(S.Polish(models, s, projector))
         chain.append(S.Wrap())

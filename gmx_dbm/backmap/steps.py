@@ -176,38 +176,35 @@ class RedrawDefects:
         w.log["defect_atoms"] = int(len(atoms))
 
 
-class Thermalise:
-    """Restrained Langevin dynamics in the force field (``ff.dynamics.RestrainedLangevin``)."""
+# steps of thermalisation after mirroring back a centre that the dynamics inverted
+SETTLE_STEPS = 30
 
-    def __init__(self, dynamics):
+
+class Thermalise:
+    """Restrained Langevin dynamics in the force field (``ff.dynamics.RestrainedLangevin``). A centre
+    whose handedness is enforced but that comes out of the run inverted anyway (a nearly flat centre
+    crossing its neighbours' plane; measured: 1 of 27 on three sPS chains) is mirrored back
+    (``stereo.repair``) and the frame gets SETTLE_STEPS more steps, so that the mirrored atoms settle."""
+
+    def __init__(self, dynamics, centres=None, signs=None):
         self.dynamics = dynamics
+        self.centres, self.signs = centres, signs
 
     def __call__(self, w: FrameWork) -> None:
         t0 = time.perf_counter()
-        w.positions = torch.from_numpy(self.dynamics.run(w.positions, w.box, w.centres, w.rng))
+        x = self.dynamics.run(w.positions, w.box, w.centres, w.rng)
+        if self.signs is not None and len(self.signs):
+            from ..stereo import repair
+            x, n_inv = repair(x, np.asarray(w.box, dtype=np.float64), self.centres, self.signs)
+            if n_inv:
+                log.info("frame %d: %d centres inverted during the thermalisation, mirrored back and settled "
+                         "(%d steps)", w.index, n_inv, SETTLE_STEPS)
+                x = self.dynamics.run(torch.from_numpy(x), w.box, w.centres, w.rng, steps=SETTLE_STEPS)
+        w.positions = torch.from_numpy(x)
         w.log["thermalise_s"] = time.perf_counter() - t0
         log.info("frame %d: generated in %.1f s, thermalised (%d steps, %d pair-list builds) in %.1f s", w.index,
                  w.log.get("generate_s", 0.0), self.dynamics.steps, self.dynamics.last_rebuilds,
                  w.log["thermalise_s"])
-
-
-class PlaceHydrogens:
-    """After the thermalisation: a CH hydrogen that the dynamics left on its heavy neighbours' side goes
-    opposite them (bond length kept; ``stereo.place_hydrogens``). The chirality penalty holds the heavy
-    atoms' handedness but not the hydrogen, and a hydrogen left inside makes a later minimisation (e.g.
-    ``relax``) push the carbon through its neighbours' plane: measured on three sPS chains, one of 27
-    centres came out of ``relax`` inverted that way."""
-
-    def __init__(self, ch_centres):
-        self.ch_centres = ch_centres
-
-    def __call__(self, w: FrameWork) -> None:
-        from ..stereo import place_hydrogens
-        x, n_h = place_hydrogens(w.positions.double().numpy(), np.asarray(w.box, dtype=np.float64), self.ch_centres)
-        if n_h:
-            log.info("frame %d: %d CH hydrogens moved off their heavy neighbours' side after the thermalisation",
-                     w.index, n_h)
-        w.positions = torch.from_numpy(x)
 
 
 class Polish:

@@ -107,6 +107,7 @@ class RestrainedLangevin:
                  friction: float = 5.0, mass: float = 12.0, k_restraint: float = 5000.0, cutoff: float = 0.7,
                  skin: float = 0.1, bonds=None, lengths=None, max_force: float = 5000.0,
                  chiral=None, k_chiral: float = 2e8, chiral_fraction: float = 0.2,
+                 hydrogens=None, k_hydrogen: float = 5000.0, hydrogen_max_cos: float = -0.5,
                  dtype=torch.float32):
         if not temperature > 0:
             raise InputError(f"thermalisation temperature must be positive (kelvin), got {temperature}")
@@ -128,6 +129,17 @@ class RestrainedLangevin:
                            torch.as_tensor(np.asarray(chiral[1]), dtype=dtype))
         self.k_chiral = float(k_chiral)
         self.chiral_fraction = float(chiral_fraction)
+        # hydrogens: CH centres (m, 5) whose hydrogen must stay opposite its three heavy neighbours: a
+        # flat-bottomed penalty 0.5 k (cos - cos_max)^2 on cos = u_H . (u_1 + u_2 + u_3) (ideal tetrahedron:
+        # -1). The chirality penalty holds the heavy atoms only; a hydrogen the dynamics push onto the heavy
+        # side would later make a minimisation (e.g. relax) push the carbon through instead (measured: one of
+        # 27 centres of three sPS chains inverted in relax that way); moving the hydrogen back after the
+        # run instead put it into close contacts (LJ of a 5832-atom frame -8621 -> -7034 kJ/mol)
+        self.hydrogens = None
+        if hydrogens is not None and len(hydrogens):
+            self.hydrogens = torch.as_tensor(np.asarray(hydrogens)[:, :5], dtype=torch.int64)
+        self.k_hydrogen = float(k_hydrogen)
+        self.hydrogen_max_cos = float(hydrogen_max_cos)
         self.dtype = dtype
         s = NonbondedSettings()
         self.ff = ForceField(flat, NonbondedSettings(cutoff=cutoff, modifier=s.modifier, coulomb=s.coulomb,
@@ -156,12 +168,24 @@ class RestrainedLangevin:
         v_min = self.chiral_fraction * 0.770 * (a.norm(dim=-1) * b.norm(dim=-1) * d.norm(dim=-1)).detach()
         return 0.5 * self.k_chiral * (torch.relu(v_min - vol) ** 2).sum()
 
+    def _hydrogen_penalty(self, x, box):
+        idx = self.hydrogens
+        c = x[idx[:, 0]]
+
+        def unit(v):
+            return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+        heavy = sum(unit(minimum_image(x[idx[:, k]] - c, box)) for k in (1, 2, 3))
+        cos = (unit(minimum_image(x[idx[:, 4]] - c, box)) * heavy).sum(-1)
+        return 0.5 * self.k_hydrogen * (torch.relu(cos - self.hydrogen_max_cos) ** 2).sum()
+
     def _forces(self, x, box, ref, pairs):
         xg = x.detach().requires_grad_(True)
         e = self.ff.bonded_terms(xg[None], box[None])
         energy = sum(v[0] for v in e.values()) + self._restraint(xg, box, ref)
         if self.chiral is not None:
             energy = energy + self._chiral_penalty(xg, box)
+        if self.hydrogens is not None:
+            energy = energy + self._hydrogen_penalty(xg, box)
         (grad,) = torch.autograd.grad(energy, xg)
         f = self._pair_forces(x, pairs) - grad
         # a generated structure can hold a few very close contacts: cap their forces instead of exploding
@@ -213,9 +237,10 @@ class RestrainedLangevin:
         return i, j, shift, c6, c12, qq
 
     @torch.no_grad()
-    def run(self, positions, box, centres, rng: torch.Generator):
+    def run(self, positions, box, centres, rng: torch.Generator, steps: int | None = None):
         """positions (N, 3) nm (unwrapped around their beads), box (3, 3), centres (n_beads, 3) nm ->
-        thermalised positions (N, 3) float64 numpy. Random numbers come from ``rng`` only."""
+        thermalised positions (N, 3) float64 numpy after ``steps`` (default: ``self.steps``) steps. Random
+        numbers come from ``rng`` only."""
         box_np = np.asarray(box, dtype=np.float64)
         self._fit_cutoff(box_np)
         box = torch.as_tensor(box_np, dtype=self.dtype)
@@ -243,7 +268,7 @@ class RestrainedLangevin:
             return project_velocities(x, v, box, self.bonds, inv_m) if constrained else v
 
         v = tangent(x, v)
-        for _ in range(self.steps):
+        for _ in range(self.steps if steps is None else int(steps)):
             # velocities are made tangent after the kick, the noise and the position projection (without
             # the first, measured: the constrained sPS melt heats from 453 K to ~700 K in 80 steps)
             v = tangent(x, v + h * f / self.mass)

@@ -26,16 +26,17 @@ def minimum_image(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
 
 
 def minimum_image_one_box(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
-    """Exact shortest periodic image of vectors d (..., 3) for one box (3, 3) (rows a, b, c), at any
-    length: ``minimum_image``'s reduction, then the 27 neighbouring images are tried for every vector
-    still longer than half the smallest box height (where the reduction alone may pick a longer image
-    in a triclinic box)."""
-    d = minimum_image(d.unsqueeze(0), box.unsqueeze(0)).squeeze(0)
-    vol = torch.abs(torch.linalg.det(box.double()))
-    heights = torch.stack([vol / torch.linalg.vector_norm(torch.cross(box[(k + 1) % 3].double(),
-                                                                       box[(k + 2) % 3].double(), dim=-1))
-                           for k in range(3)])
-    half = 0.5 * float(heights.min())
+    """Minimum-image vectors d (..., 3) for one box (3, 3) (rows a, b, c): ``minimum_image``'s reduction,
+    exact for vectors up to half the smallest box height (the hot loops: bonds, pair lists, grids)."""
+    return minimum_image(d.unsqueeze(0), box.unsqueeze(0)).squeeze(0)
+
+
+def minimum_image_exact(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Exact shortest periodic image of vectors d (..., 3) for one box (3, 3), at any length: the
+    reduction, then the 27 neighbouring images for every vector still longer than half the smallest box
+    height (where the reduction alone may pick a longer image in a triclinic box)."""
+    d = minimum_image_one_box(d, box)
+    half = 0.5 * float(box_heights(box).min())
     far = (d * d).sum(-1) > half * half
     if bool(far.any()):
         grid = torch.tensor([-1.0, 0.0, 1.0], dtype=d.dtype, device=d.device)
@@ -45,6 +46,14 @@ def minimum_image_one_box(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         d = d.clone()
         d[far] = cand[torch.arange(len(best), device=d.device), best]
     return d
+
+
+def box_heights(box: torch.Tensor) -> torch.Tensor:
+    """Distances between opposite faces of one box (3, 3), nm."""
+    b = box.double()
+    vol = torch.abs(torch.linalg.det(b))
+    return torch.stack([vol / torch.linalg.vector_norm(torch.cross(b[(k + 1) % 3], b[(k + 2) % 3], dim=-1))
+                        for k in range(3)])
 
 
 def pbc_vector(x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:
