@@ -69,7 +69,6 @@ class Evaluator:
         bonds = [idx for idx, _ in flat.bonded["bonds"].values()]
         bonds = np.concatenate(bonds) if bonds else np.zeros((0, 2), dtype=np.int64)
         self.rdf_excl = metrics.pairs_within_bonds(bonds, self.n, metrics.RDF_EXCL_BONDS)
-        self.near = metrics.pairs_within_bonds(bonds, self.n, metrics.CLASH_BONDS)
         self.checks = StructureChecks(flat)
         self.elements = flat.elements
         self.rdf_rmax, self.rdf_dr = rdf_rmax, rdf_dr
@@ -101,7 +100,7 @@ class Evaluator:
                                   path=path) from None
         i, j, d = periodic_pairs(pos, box, self.cutoff)
         st.rdf[half].add(i, j, d, abs(np.linalg.det(box)))
-        st.clashes.append(metrics.count_clashes(i, j, d, self.n, self.near))
+        st.clashes.append(metrics.count_clashes(i, j, d, self.n, self.checks.near_keys))
         st.deformed_rings.append(int(len(self.checks.deformed_rings(pos, box))))
         # non-excluded pairs within the force-field cut-offs: LJ per molecule and the energies, from the
         # force field's own pair kernel

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from ..geometry import box_heights
+
 
 def _box_like(box: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """Box (B,3,3) reshaped to broadcast against vectors d (B, ..., 3)."""
@@ -36,7 +38,7 @@ def minimum_image_exact(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     reduction, then the 27 neighbouring images for every vector still longer than half the smallest box
     height (where the reduction alone may pick a longer image in a triclinic box)."""
     d = minimum_image_one_box(d, box)
-    half = 0.5 * float(box_heights(box).min())
+    half = 0.5 * float(box_heights(box.detach().cpu().double().numpy()).min())
     far = (d * d).sum(-1) > half * half
     if bool(far.any()):
         grid = torch.tensor([-1.0, 0.0, 1.0], dtype=d.dtype, device=d.device)
@@ -46,14 +48,6 @@ def minimum_image_exact(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         d = d.clone()
         d[far] = cand[torch.arange(len(best), device=d.device), best]
     return d
-
-
-def box_heights(box: torch.Tensor) -> torch.Tensor:
-    """Distances between opposite faces of one box (3, 3), nm."""
-    b = box.double()
-    vol = torch.abs(torch.linalg.det(b))
-    return torch.stack([vol / torch.linalg.vector_norm(torch.cross(b[(k + 1) % 3], b[(k + 2) % 3], dim=-1))
-                        for k in range(3)])
 
 
 def pbc_vector(x: torch.Tensor, i: torch.Tensor, j: torch.Tensor, box: torch.Tensor | None) -> torch.Tensor:

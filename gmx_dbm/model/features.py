@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..ff.geometry import box_heights, minimum_image_exact
-from ..geometry import periodic_pairs
+from ..ff.geometry import minimum_image_exact
+from ..geometry import box_heights, periodic_pairs
 from ..voxel import GridSpec, density_of, local_frames, minimum_image, voxelize
 from .recipe import N_RELATIONS, REL_ANGLE, REL_BOND, REL_DIHEDRAL, REL_EXCLUDED, Recipe
 
@@ -79,7 +79,7 @@ def build_state(recipe: Recipe, grid: GridSpec, centres, box, positions=None, pl
     # exact for every atom that counts when reach <= half the height (sPS: 1.21 <= 1.38 nm). In thinner
     # boxes every vector gets the exact (27-image) minimum image
     reach = grid.cutoff * 3 ** 0.5
-    exact = reach > 0.5 * float(box_heights(box).min())
+    exact = reach > 0.5 * float(box_heights(box.double().numpy()).min())
     cand_beads, cand_beads_env = _neighbour_beads(centres, box, (reach + ATOM_REACH, reach + 3 * grid.sigma))
     # atoms of candidate beads: bead -> atoms table, then gather
     seq = torch.from_numpy(recipe.bead_seq)                        # (nb, K), -1 padded
