@@ -31,22 +31,12 @@ RING_SIZES = range(3, 9)
 RING_TOLERANCE = 0.35
 
 
-def _bond_arrays(flat) -> tuple:
-    idx, b0 = [], []
-    for func, (i, p) in flat.bonded["bonds"].items():
-        idx.append(i)
-        b0.append(p[:, 0])
-    if not idx:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
-    return np.concatenate(idx), np.concatenate(b0)
-
-
 class StructureChecks:
     """Clash and ring tables of one topology, built once; ``clashes`` and ``deformed_rings`` per frame."""
 
     def __init__(self, flat):
         self.n_atoms = flat.n_atoms
-        bonds, b0 = _bond_arrays(flat)
+        bonds, b0 = flat.bond_list()
         self.near_keys = metrics.pairs_within_bonds(bonds, self.n_atoms, metrics.CLASH_BONDS)
         # rings: one cycle basis per molecule graph; distances of every ring pair in the ideal polygon
         g = nx.Graph()

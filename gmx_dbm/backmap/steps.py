@@ -87,12 +87,7 @@ class ProjectBonds:
 
 def constraint_arrays(flat, constraints: str) -> tuple:
     """(bonds (m, 2) int64, lengths (m,) float32) of the bonds held at their lengths."""
-    idx, lengths = [], []
-    for func, (i, p) in flat.bonded["bonds"].items():
-        idx.append(i)
-        lengths.append(p[:, 0])
-    idx = np.concatenate(idx) if idx else np.zeros((0, 2), dtype=np.int64)
-    lengths = np.concatenate(lengths) if lengths else np.zeros(0)
+    idx, lengths = flat.bond_list()
     if constraints == "h-bonds":
         heavy = flat.is_heavy
         keep = ~(heavy[idx[:, 0]] & heavy[idx[:, 1]])

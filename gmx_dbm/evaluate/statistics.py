@@ -66,8 +66,7 @@ class Evaluator:
         self.settings = settings or NonbondedSettings()
         self.n = flat.n_atoms
         self.excl = metrics.pair_keys(flat.exclusions, self.n)
-        bonds = [idx for idx, _ in flat.bonded["bonds"].values()]
-        bonds = np.concatenate(bonds) if bonds else np.zeros((0, 2), dtype=np.int64)
+        bonds, _ = flat.bond_list()
         self.rdf_excl = metrics.pairs_within_bonds(bonds, self.n, metrics.RDF_EXCL_BONDS)
         self.checks = StructureChecks(flat)
         self.elements = flat.elements

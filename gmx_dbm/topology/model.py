@@ -171,6 +171,13 @@ class FlatTopology:
     def n_atoms(self) -> int:
         return len(self.names)
 
+    def bond_list(self) -> tuple:
+        """(idx int64 (m, 2), b0 float64 (m,) nm) of every bond, all funcs together."""
+        funcs = self.bonded.get("bonds", {})
+        if not funcs:
+            return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
+        return (np.concatenate([i for i, _ in funcs.values()]), np.concatenate([p[:, 0] for _, p in funcs.values()]))
+
     @property
     def is_heavy(self) -> np.ndarray:
         """(N,) bool: every atom that is not a hydrogen (by element, never by mass)."""
