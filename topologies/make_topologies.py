@@ -133,10 +133,12 @@ class Mol:
         return "\n".join(lines) + "\n"
 
 
-def sps(n_mon=10) -> Mol:
-    """Syndiotactic PS 10-mer, atom order of the reference: per unit H, C(H2), H, H, C(H), ring C_AR
-    with H_AR; then an extra H on the first CH2 (CH3 start) and on the last CH (CH2 end)."""
-    m = Mol("PS1", "PS1")
+def sps(n_mon=10, name="PS1") -> Mol:
+    """Syndiotactic PS ``n_mon``-mer (the reference chains: 10), atom order of the reference: per unit H,
+    C(H2), H, H, C(H), ring C_AR with H_AR; then an extra H on the first CH2 (CH3 start) and on the last
+    CH (CH2 end). ``name`` is the moleculetype and residue name (scripts/make_chain_mixture.py makes
+    shorter chains under their own names)."""
+    m = Mol(name, name)
     backbone, units = [], []
     for u in range(n_mon):
         o = 16 * u
