@@ -307,7 +307,7 @@ class _Reader:
             mass = _floats(line, w[7:8], "mass")[0] if len(w) > 7 else at.mass
             resid = int("".join(c for c in w[2] if c.isdigit() or c == "-") or 0)
             g.add_node(k, name=w[4], type=atype, mass=mass, charge=charge, resid=resid, resname=w[3],
-                       cgnr=int(w[5]) if _is_int(w[5]) else k + 1)
+                       cgnr=int(w[5]) if _is_int(w[5]) else k + 1, source=f"{line.path}:{line.lineno}")
             types.append(atype)
         n = len(types)
         btypes = [self.bondtype_of[t] for t in types]
