@@ -17,7 +17,7 @@ import sys
 from . import __version__
 from .errors import GmxDbmError
 
-COMMANDS = ["backmap", "map", "energy", "evaluate", "train", "relax"]
+COMMANDS = ["backmap", "map", "mapping", "energy", "evaluate", "train", "relax"]
 
 log = logging.getLogger("gmx_dbm")
 

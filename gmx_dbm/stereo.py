@@ -168,3 +168,232 @@ def merge(tables) -> dict:
                 else:
                     out[t][a] = int(v)
     return {t: d for t, d in out.items() if d}
+
+
+# ------------------------------------------------------------------------------------------- tacticity
+# Tacticity as a pattern: the relative handedness of consecutive centres along a chain, keyed by the
+# chemistry of the two centres, so that it applies to chains of any length. Handedness here is oriented
+# along the chain: sign((prev - c) . ((side - c) x (next - c))), where prev / next are the heavy
+# neighbours towards the previous / next centre (topology order) and side is the third; a chain-end
+# centre fills its missing role with the remaining neighbours, ordered by the chemistry of their branch.
+KIND_RADIUS = 3        # bonds around a centre that define its kind
+PAIR_REACH = 4         # consecutive centres are at most this many bonds apart, with no centre between
+PATTERN_AGREEMENT = 0.98   # a pair kind with a less uniform relation in the training data is atactic
+
+
+def _graph_of(flat):
+    import networkx as nx
+    g = nx.Graph()
+    g.add_nodes_from(range(flat.n_atoms))
+    for idx, _ in flat.bonded["bonds"].values():
+        g.add_edges_from(map(tuple, np.asarray(idx).tolist()))
+    return g
+
+
+def _label(g, types, nodes, root):
+    import networkx as nx
+    sub = g.subgraph(nodes).copy()
+    nx.set_node_attributes(sub, {n: ("*" if n == root else "") + str(types[n]) for n in sub}, "label")
+    return nx.weisfeiler_lehman_graph_hash(sub, node_attr="label", iterations=KIND_RADIUS, digest_size=6)
+
+
+class ChainCentres:
+    """The tetrahedral centres of a system ordered for tacticity: ``centres`` (m, 5) as ``find_centres``
+    but with the heavy neighbours in the oriented order (prev, side, next); ``kinds`` (m,) chemistry of
+    each centre (a hash of its surroundings within KIND_RADIUS bonds); ``pairs`` (p, 2) consecutive
+    centres (rows of ``centres``, lower atom index first). Computed once per moleculetype."""
+
+    def __init__(self, flat):
+        import networkx as nx
+        base = find_centres(flat)
+        mol = np.asarray(flat.mol_index)
+        first = _first_atom_of_molecule(flat)
+        g = _graph_of(flat)
+        heavy = np.asarray(flat.is_heavy)
+        types = list(flat.types)
+        by_type: dict = {}      # moleculetype -> (local oriented rows, kinds, local pairs) of its first instance
+        rows, kinds, pairs = [], [], []
+        order = np.argsort(base[:, 0], kind="stable")
+        base = base[order]
+        centre_mol = mol[base[:, 0]] if len(base) else np.zeros(0, dtype=np.int64)
+        for m in np.unique(centre_mol):
+            sel = base[centre_mol == m]
+            t = flat.mol_type[m]
+            off = int(first[m])
+            if t not in by_type:
+                by_type[t] = self._one_molecule(g, heavy, types, sel)
+                by_type[t] = (by_type[t][0] - off, by_type[t][1], by_type[t][2])
+            local, k, p = by_type[t]
+            start = len(rows)
+            rows.extend((local + off).tolist())
+            kinds.extend(k)
+            pairs.extend((np.asarray(p, dtype=np.int64).reshape(-1, 2) + start).tolist())
+        self.centres = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
+        self.kinds = np.asarray(kinds, dtype=str)
+        self.pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        del nx
+
+    @staticmethod
+    def _one_molecule(g, heavy, types, sel):
+        import networkx as nx
+        index = {int(c): k for k, c in enumerate(sel[:, 0])}
+        # consecutive centres: reachable along heavy atoms within PAIR_REACH bonds, no centre in between
+        towards = {}            # (centre k, partner k2) -> the neighbour of k on the path
+        pairs = set()
+        for k, c in enumerate(sel[:, 0].tolist()):
+            seen = {c: None}
+            frontier = [(c, None)]
+            for _ in range(PAIR_REACH):
+                nxt = []
+                for a, via in frontier:
+                    for b in g[a]:
+                        if b in seen or not heavy[b]:
+                            continue
+                        seen[b] = via if via is not None else b
+                        if b in index:
+                            k2 = index[b]
+                            towards[(k, k2)] = seen[b]
+                            pairs.add((min(k, k2), max(k, k2)))
+                            continue
+                        nxt.append((b, seen[b]))
+                frontier = nxt
+        rows, kinds = [], []
+        for k, row in enumerate(sel):
+            c, hv, h = int(row[0]), [int(x) for x in row[1:4]], int(row[4])
+            prev_k = [k2 for (a, k2) in towards if a == k and sel[k2, 0] < c]
+            next_k = [k2 for (a, k2) in towards if a == k and sel[k2, 0] > c]
+            prev = towards[(k, max(prev_k, key=lambda j: sel[j, 0]))] if prev_k else None
+            nxt_ = towards[(k, min(next_k, key=lambda j: sel[j, 0]))] if next_k else None
+            rest = [a for a in hv if a not in (prev, nxt_)]
+
+            def branch(a, c=c):
+                sub = g.subgraph(n for n in g if n != c)
+                near = nx.single_source_shortest_path_length(sub, a, cutoff=KIND_RADIUS)
+                return _label(g, types, near, a)
+            rest.sort(key=lambda a: (branch(a), a))
+            slots = [prev, None, nxt_]
+            for s in (0, 1, 2):
+                if slots[s] is None:
+                    slots[s] = rest.pop(0)
+            rows.append((c, *slots, h))
+            near = nx.single_source_shortest_path_length(g, c, cutoff=KIND_RADIUS)
+            kinds.append(_label(g, types, near, c))
+        return np.asarray(rows, dtype=np.int64).reshape(-1, 5), kinds, sorted(pairs)
+
+    def pair_keys(self) -> list:
+        return [f"{self.kinds[a]}>{self.kinds[b]}" for a, b in self.pairs.tolist()]
+
+
+def learn_tacticity(flat, frames, chain: ChainCentres | None = None) -> dict:
+    """Counts of equal and opposite oriented handedness of consecutive centres per pair kind in all-atom
+    frames (iterable of (positions, box)): {'counts': {pair kind: [equal, opposite]}}."""
+    chain = ChainCentres(flat) if chain is None else chain
+    counts: dict = {}
+    if not len(chain.pairs):
+        return {"counts": counts}
+    keys = chain.pair_keys()
+    for positions, box in frames:
+        s = handedness(positions, box, chain.centres)
+        rel = s[chain.pairs[:, 0]] * s[chain.pairs[:, 1]]
+        for key, r in zip(keys, rel.tolist()):
+            c = counts.setdefault(key, [0, 0])
+            c[0 if r > 0 else 1] += 1
+    return {"counts": counts}
+
+
+def merge_tacticity(parts) -> dict:
+    counts: dict = {}
+    for part in parts:
+        for key, (eq, op) in (part or {}).get("counts", {}).items():
+            c = counts.setdefault(key, [0, 0])
+            c[0] += int(eq)
+            c[1] += int(op)
+    return {"counts": counts, "relations": tacticity_relations(counts)}
+
+
+def tacticity_relations(counts: dict) -> dict:
+    """{pair kind: +1 (equal handedness) or -1 (opposite)} for the pair kinds with a uniform relation."""
+    out = {}
+    for key, (eq, op) in counts.items():
+        n = eq + op
+        if n and max(eq, op) / n >= PATTERN_AGREEMENT:
+            out[key] = 1 if eq > op else -1
+    return out
+
+
+def describe_tacticity(tacticity: dict) -> str:
+    rel = (tacticity or {}).get("relations", {})
+    counts = (tacticity or {}).get("counts", {})
+    if not counts:
+        return "no consecutive stereocentres"
+    if not rel:
+        return "atactic (no uniform relation between consecutive centres)"
+    values = set(rel.values())
+    kind = {frozenset({-1}): "syndiotactic (consecutive centres alternate)",
+            frozenset({1}): "isotactic (consecutive centres equal)"}.get(frozenset(values), "mixed pattern")
+    return f"{kind}; {len(rel)} of {len(counts)} pair kinds uniform"
+
+
+class PatternTargets:
+    """Handedness targets from a tacticity pattern. Each chain (centres joined by pairs whose relation is
+    known) has two assignments the pattern allows; per frame, the one that more of the generated centres
+    already have is taken (ties: the CG geometry is not consulted; +1 for the chain's first centre)."""
+
+    def __init__(self, chain: ChainCentres, relations: dict):
+        self.chain = chain
+        rel = np.array([relations.get(k, 0) for k in chain.pair_keys()], dtype=np.int64)
+        m = len(chain.centres)
+        parent = list(range(m))
+        self.relative = np.zeros(m, dtype=np.int64)
+        adj = [[] for _ in range(m)]
+        for (a, b), r in zip(chain.pairs.tolist(), rel.tolist()):
+            if r:
+                adj[a].append((b, r))
+                adj[b].append((a, r))
+        component = np.full(m, -1, dtype=np.int64)
+        bad = set()
+        n_comp = 0
+        for start in range(m):
+            if component[start] >= 0 or not adj[start]:
+                continue
+            component[start] = n_comp
+            self.relative[start] = 1
+            stack = [start]
+            while stack:
+                a = stack.pop()
+                for b, r in adj[a]:
+                    want = self.relative[a] * r
+                    if component[b] < 0:
+                        component[b] = n_comp
+                        self.relative[b] = want
+                        stack.append(b)
+                    elif self.relative[b] != want:
+                        bad.add(n_comp)
+            n_comp += 1
+        del parent
+        keep = (component >= 0) & ~np.isin(component, list(bad))
+        self.centres = chain.centres[keep]
+        self.component = component[keep]
+        self.relative = self.relative[keep]
+        self.n_chains = len(np.unique(self.component))
+        self.n_unknown_pairs = int((rel == 0).sum())
+        self.n_inconsistent = len(bad)
+
+    def signs(self, positions, box) -> np.ndarray:
+        if not len(self.centres):
+            return np.zeros(0, dtype=np.int64)
+        s = handedness(positions, box, self.centres)
+        vote = np.zeros(self.component.max() + 1)
+        np.add.at(vote, self.component, s * self.relative)
+        choice = np.where(vote >= 0, 1, -1)
+        return choice[self.component] * self.relative
+
+
+class FixedTargets:
+    """Handedness targets that do not depend on the frame (a table or an all-atom template)."""
+
+    def __init__(self, centres: np.ndarray, signs: np.ndarray):
+        self.centres, self._signs = centres, np.asarray(signs, dtype=np.int64)
+
+    def signs(self, positions=None, box=None) -> np.ndarray:
+        return self._signs

@@ -6,6 +6,7 @@ all-atom frames to CG frames; ``write_molecule_mapping`` writes the expanded per
 from .mapper import Mapper, map_positions, map_trajectory
 from .model import Bead, FlatMapping, MoleculeMapping, SystemMapping, default_align
 from .reader import mapping_format, read_mapping
+from .writer import write_expanded
 
 __all__ = ["Bead", "FlatMapping", "Mapper", "MoleculeMapping", "SystemMapping", "default_align", "map_positions",
-           "map_trajectory", "mapping_format", "read_mapping"]
+           "map_trajectory", "mapping_format", "read_mapping", "write_expanded"]

@@ -40,10 +40,15 @@ class ModelCard:
     """specific: trained for the molecules in ``molecules`` only (signatures: atom types + bonds);
     constraints: how bonds were treated in the training data ('none', 'h-bonds', 'all-bonds');
     temperature: the training data's (K); sampler: measured sampler settings {name: value};
-    stereo: handedness table {moleculetype: {local centre index: +1/-1}}; reference_stats: energy per
-    term per atom and clashes of the training frames (``gmx_dbm.quality.reference_statistics``)."""
+    stereo: handedness table {moleculetype: {local centre index: +1/-1}}; tacticity: the relative
+    handedness of consecutive centres per pair kind (``gmx_dbm.stereo.merge_tacticity``), which applies to
+    any chain length; chemistry: the bead signatures seen in training (``gmx_dbm.mapping.chemistry``),
+    which a chemically specific model needs of every bead; reference_stats: energy per term per atom and
+    clashes of the training frames (``gmx_dbm.quality.reference_statistics``)."""
     specific: bool = False
     molecules: tuple = ()
+    chemistry: tuple = ()
+    tacticity: dict = field(default_factory=dict)
     constraints: str = "none"
     temperature: float | None = None
     sampler: dict = field(default_factory=dict)
@@ -60,6 +65,8 @@ class ModelCard:
         temperature = raw.pop("temperature", None)
         return cls(specific=bool(raw.pop("specific", False)),
                    molecules=tuple(raw.pop("molecules", None) or ()),
+                   chemistry=tuple(raw.pop("chemistry", None) or ()),
+                   tacticity=dict(raw.pop("tacticity", None) or {}),
                    constraints=str(raw.pop("constraints", "none") or "none"),
                    temperature=None if temperature is None else float(temperature),
                    sampler={k: v for k, v in sampler.items() if k in SAMPLER_KEYS},
