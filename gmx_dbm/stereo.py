@@ -322,16 +322,20 @@ def tacticity_relations(counts: dict) -> dict:
 
 
 def describe_tacticity(tacticity: dict) -> str:
+    """'syndiotactic (...)' etc., named by the most frequent pair kind (the chain interior); pairs at chain
+    ends have their own kinds, whose relation depends on how their roles are filled."""
     rel = (tacticity or {}).get("relations", {})
     counts = (tacticity or {}).get("counts", {})
     if not counts:
         return "no consecutive stereocentres"
-    if not rel:
-        return "atactic (no uniform relation between consecutive centres)"
-    values = set(rel.values())
-    kind = {frozenset({-1}): "syndiotactic (consecutive centres alternate)",
-            frozenset({1}): "isotactic (consecutive centres equal)"}.get(frozenset(values), "mixed pattern")
-    return f"{kind}; {len(rel)} of {len(counts)} pair kinds uniform"
+    main = max(counts, key=lambda k: sum(counts[k]))
+    n = sum(counts[main])
+    if main not in rel:
+        return f"atactic (consecutive centres equal in {counts[main][0]} of {n} pairs)"
+    name = "syndiotactic: consecutive centres alternate" if rel[main] < 0 else \
+        "isotactic: consecutive centres equal"
+    return (f"{name} ({max(counts[main])} of {n} inner pairs); {len(rel)} of {len(counts)} pair kinds "
+            "uniform, each applied")
 
 
 class PatternTargets:

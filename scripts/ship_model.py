@@ -27,6 +27,10 @@ def main():
     ap.add_argument("--stereo-from", nargs=2, default=None, metavar=("AA", "TOP"),
                     help="learn the handedness table of tetrahedral centres from these all-atom frames (the "
                          "training data) for a model trained before the trainer recorded it")
+    ap.add_argument("--card-from", default=None, metavar="CONFIG",
+                    help="compute the bead chemistry and the tacticity pattern of the card from this training "
+                         "config's data (topologies, mappings, all-atom frames), as the trainer records them, for "
+                         "a model trained before the trainer recorded them")
     ap.add_argument("--sampler", default=None,
                     help='default sampler settings stored in the card, JSON, e.g. \'{"gibbs": 6, "proposals": 16}\'')
     args = ap.parse_args()
@@ -45,6 +49,8 @@ def main():
         flat = read_topology(args.stereo_from[1]).flat()
         meta.setdefault("card", {})["stereo"] = stereo.learn(
             flat, ((f.positions, f.box) for f in read_frames(args.stereo_from[0])))
+    if args.card_from:
+        meta.setdefault("card", {}).update(card_from_config(args.card_from))
     meta = {k: v for k, v in meta.items() if k not in ("format", "generator")}
     # paths in the stored config are the trainer's machine's; keep file names only
     cfg = meta.get("config", {})
@@ -78,6 +84,10 @@ def main():
              f"- default sampler settings (used when the command line leaves them open): {card.get('sampler', {})}",
              f"- handedness of tetrahedral centres enforced (learnt from the training data): "
              f"{ {t: len(d) for t, d in card.get('stereo', {}).items()} or 'none'} centres per molecule type",
+             f"- bead chemistry seen in training (a chemically specific model backmaps every molecule made of "
+             f"these beads, at any chain length): {_chemistry_text(card.get('chemistry'))}",
+             f"- tacticity learnt from the training data (applied to chains of any length): "
+             f"{_tacticity_text(card.get('tacticity'))}",
              f"- temperature of the training data, the default thermalisation temperature (--temperature): "
              f"{card.get('temperature', 'not recorded (300 K is used)')} K",
              "", "The full resolved config is stored in the file's safetensors metadata (`gmx_dbm` entry).", ""]
@@ -86,6 +96,37 @@ def main():
     (dest.with_suffix(".md")).write_text("\n".join(lines))
     print(f"shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB) and {dest.with_suffix('.md')}")
     print(json.dumps(card, indent=1)[:400])
+
+
+def card_from_config(path) -> dict:
+    """The card fields 'chemistry' and 'tacticity' from a training config's data sets."""
+    from gmx_dbm import stereo
+    from gmx_dbm.io import read_frames
+    from gmx_dbm.mapping.chemistry import bead_signatures
+    from gmx_dbm.train.config import resolve_config
+    from gmx_dbm.train.data import load_structures
+    cfg = resolve_config(path)
+    chemistry, parts = set(), []
+    for ds in cfg.data:
+        system, mapping = load_structures(ds)
+        chemistry.update(bead_signatures(mapping))
+        flat = system.flat()
+        chain = stereo.ChainCentres(flat)
+        for aa in ds.aa:
+            parts.append(stereo.learn_tacticity(flat, ((f.positions, f.box) for f in read_frames(aa)), chain))
+    return {"chemistry": sorted(chemistry), "tacticity": stereo.merge_tacticity(parts)}
+
+
+def _chemistry_text(chemistry) -> str:
+    if not chemistry:
+        return "not recorded"
+    from gmx_dbm.mapping.chemistry import describe_signature
+    return "; ".join(describe_signature(s) for s in chemistry)
+
+
+def _tacticity_text(tacticity) -> str:
+    from gmx_dbm.stereo import describe_tacticity
+    return describe_tacticity(tacticity) if tacticity else "not recorded"
 
 
 if __name__ == "__main__":

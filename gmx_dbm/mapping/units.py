@@ -65,7 +65,8 @@ class Unit:
     """One repeat unit (or a variant of one). ``bonds``: internal bonds as index pairs, None where the
     format has no bonds (backward files: residue matching only); ``links``: (atom index, sign, name of the
     atom in the neighbouring unit, line); ``centre``: {bead label: [(sign, atom name, factor, line)]};
-    ``weights``: {atom name: factor} shared between beads (backward files)."""
+    ``mass_weighted``: True: a centre weight is factor * the atom's topology mass; False: the factor
+    itself (backward files, whose weights do not come from the topology)."""
     name: str
     resnames: tuple
     path: str
@@ -75,6 +76,7 @@ class Unit:
     links: list = field(default_factory=list)
     beads: list = field(default_factory=list)
     centre: dict = field(default_factory=dict)
+    mass_weighted: bool = True
 
     @property
     def where(self) -> str:
@@ -262,16 +264,13 @@ def _atom_label(mt, i: int) -> str:
 
 
 def _residues(mt) -> list:
-    """Consecutive atoms with the same resid and resname: [(resid, resname, [atom indices])]."""
-    out = []
+    """Atoms grouped by (resid, resname), in order of first appearance: [(resid, resname, [atom indices])]
+    (an atom listed after other residues, such as a chain-end hydrogen, still belongs to its residue)."""
+    groups: dict = {}
     for i in range(mt.n_atoms):
         nd = mt.graph.nodes[i]
-        key = (nd["resid"], nd["resname"])
-        if out and out[-1][:2] == key:
-            out[-1][2].append(i)
-        else:
-            out.append((key[0], key[1], [i]))
-    return out
+        groups.setdefault((nd["resid"], nd["resname"]), []).append(i)
+    return [(resid, resname, atoms) for (resid, resname), atoms in groups.items()]
 
 
 def _match_residues(mt, units) -> tuple:
@@ -491,12 +490,12 @@ def expand(mt, placements, prev, nxt, files: str) -> MoleculeMapping:
                 for sign, name, factor, line in entries:
                     a = _resolve(mt, placements, k, prev if sign == "-" else nxt, sign, name,
                                  f"bead {b.label}'s centre uses", (p.unit.path, line))
-                    w[a] = w.get(a, 0.0) + factor * masses[a]
+                    w[a] = w.get(a, 0.0) + factor * (masses[a] if p.unit.mass_weighted else 1.0)
                 c_atoms = np.array(sorted(w), dtype=np.int64)
                 weights = np.array([w[a] for a in c_atoms])
             else:
                 c_atoms = np.asarray(bead.atoms, dtype=np.int64)
-                weights = masses[c_atoms].copy()
+                weights = masses[c_atoms].copy() if p.unit.mass_weighted else np.ones(len(c_atoms))
             if not weights.sum() > 0:
                 raise MappingError(f"bead {b.label} of {p.unit.where}: its centre atoms have zero total mass",
                                    path=p.unit.path, line=b.line)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelFileError, OutputError
+from ..mapping.chemistry import bead_signatures
 from ..model.card import molecule_signatures
 from ..model.checkpoint import (build_networks, file_sha256, load_checkpoint, save_checkpoint, save_model)
 from ..model.features import Batch, build_state, featurize
@@ -142,6 +143,7 @@ class Trainer:
         val_structures = [load_structures(ds) for ds in cfg.validation]
         self.spec = vocabulary(structures, cfg.features)
         self.molecules = sorted({sig for system, _ in structures for sig in molecule_signatures(system)})
+        self.chemistry = sorted({sig for _, mapping in structures for sig in bead_signatures(mapping)})
         self.data = [load_system_data(ds, self.spec, st) for ds, st in zip(cfg.data, structures)]
         self.val = [load_system_data(ds, self.spec, st) for ds, st in zip(cfg.validation, val_structures)]
         self.sizes = network_sizes(cfg)
@@ -283,8 +285,9 @@ class Trainer:
                 "training_files": [f for ds in self.cfg.data for f in ds.aa],
                 "prior": self.cfg.prior.mode, "size": self.cfg.model.size,
                 "constraints": self.cfg.constraints, "specific": self.cfg.chemically_specific,
-                "molecules": self.molecules, "reference_stats": self.reference_stats(),
-                "stereo": self.stereo_table()}
+                "molecules": self.molecules, "chemistry": self.chemistry,
+                "reference_stats": self.reference_stats(), "stereo": self.stereo_table(),
+                "tacticity": self.tacticity()}
 
     def stereo_table(self) -> dict:
         """Handedness of the tetrahedral centres in the training frames (``gmx_dbm.stereo``): backmap
@@ -294,6 +297,16 @@ class Trainer:
             self._stereo = stereo.merge(
                 stereo.learn(d.recipe.flat, zip(d.aa.double().numpy(), d.box.double().numpy())) for d in self.data)
         return self._stereo
+
+    def tacticity(self) -> dict:
+        """Relative handedness of consecutive centres in the training frames (``stereo.learn_tacticity``):
+        the pattern backmap applies to chains of any length. Computed once."""
+        if getattr(self, "_tacticity", None) is None:
+            from .. import stereo
+            self._tacticity = stereo.merge_tacticity(
+                stereo.learn_tacticity(d.recipe.flat, zip(d.aa.double().numpy(), d.box.double().numpy()))
+                for d in self.data)
+        return self._tacticity
 
     def reference_stats(self) -> dict | None:
         """Energy per term per atom (mean, std) and clashes of the training frames, for backmap's
