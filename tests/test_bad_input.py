@@ -198,6 +198,12 @@ CASES = [
     Case("map-not-text", ["map", "-f", "{D}/toy.gro", "-p", "{D}/toy.top", "-m", "{G}/cg_3_beads.xtc",
                           "-o", "{OUT}/cg.gro"],
          ["cg_3_beads.xtc:1", "outside a section", "...'", "expected a '[ map ]' or other section header"]),
+    Case("map-backward-bead-not-in-martini", ["map", "-f", "{D}/toy.gro", "-p", "{D}/toy.top",
+                                              "-m", "{B}/backward_unknown_bead.map", "-o", "{OUT}/cg.gro"],
+         ["backward_unknown_bead.map:16", "atom C3 is in bead C, which is not in [ martini ] (A B)"]),
+    Case("map-backward-atom-names-differ", ["map", "-f", "{D}/toy.gro", "-p", "{D}/toy.top",
+                                            "-m", "{B}/backward_atom_names.map", "-o", "{OUT}/cg.gro"],
+         ["backward_atom_names.map", "moleculetype TOY", "residue TOY1", "missing HX, extra H3"]),
     # --- training config -----------------------------------------------------------------------------
     Case("config-unknown-key", ["train", "{T}/cfg.toml", "--no-progress"],
          ["cfg.toml", "unknown key(s) train.checkpoint_evry", "valid keys:", "train.checkpoint_every"],
