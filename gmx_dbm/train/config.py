@@ -18,9 +18,9 @@ from ..errors import ConfigError
 @dataclass
 class DataSet:
     aa: list                     # all-atom trajectories (.xtc/.gro), globs allowed
-    cg: list                     # matching CG trajectories, same order and frames
     topology: str
     mapping: list
+    cg: list = field(default_factory=list)   # matching CG trajectories, same order and frames; none: mapped from aa
     frames: str = ":"            # python-style slice over the concatenated frames, e.g. "0:30" or "::2"
     cg_frames: str = ""          # slice for the CG frames when they are offset from the all-atom ones
 
@@ -150,7 +150,7 @@ def _dataset(raw: dict, base: Path, prefix: str, path) -> DataSet:
                           for k, v in raw.items()}, prefix, path)
     aa = [f for p in ds.aa for f in _resolve_path(p, base, prefix + "aa", path, allow_glob=True)]
     cg = [f for p in ds.cg for f in _resolve_path(p, base, prefix + "cg", path, allow_glob=True)]
-    if len(aa) != len(cg):
+    if cg and len(aa) != len(cg):
         raise ConfigError(f"'{prefix}aa' and '{prefix}cg' name different numbers of files ({len(aa)} vs {len(cg)})",
                           path=path)
     top = _resolve_path(ds.topology, base, prefix + "topology", path)[0]
@@ -163,7 +163,7 @@ def _dataset(raw: dict, base: Path, prefix: str, path) -> DataSet:
             parse_slice(value)
         except ValueError:
             raise ConfigError(f"'{prefix}{key}' must be a slice like '0:30' or '::2', got {value!r}", path=path)
-    return DataSet(aa, cg, top, maps, ds.frames, ds.cg_frames)
+    return DataSet(aa=aa, cg=cg, topology=top, mapping=maps, frames=ds.frames, cg_frames=ds.cg_frames)
 
 
 def parse_slice(text: str) -> slice:

@@ -52,7 +52,14 @@ def load_system_data(ds: DataSet, spec: FeatureSpec, structures=None) -> SystemD
     mflat = mapping.flat()
     recipe = Recipe(flat, mflat, spec)
     aa, box_aa = _read_all(ds.aa, flat.n_atoms)
-    cg, _ = _read_all(ds.cg, len(mflat.bead_types))
+    if ds.cg:
+        cg, _ = _read_all(ds.cg, len(mflat.bead_types))
+    else:   # no CG files: the CG frames are the mapping of the all-atom ones
+        from ..io.frames import Frame
+        from ..mapping import Mapper
+        mapper = Mapper(system, mapping)
+        cg = [np.asarray(mapper.map(Frame(positions=x.astype(np.float64), box=b.astype(np.float64))).positions,
+                         dtype=np.float32) for x, b in zip(aa, box_aa)]
     idx = list(range(len(aa)))[parse_slice(ds.frames)]
     cidx = list(range(len(cg)))[parse_slice(ds.cg_frames or ds.frames)]
     if len(idx) != len(cidx):
