@@ -162,6 +162,15 @@ CASES = [
          ["MD steps must be 0 (off) or positive", "-1"]),
     Case("backmap-stereo-contradiction", BACKMAP + ["-c", "{CG}", "--no-stereo", "--stereo-template", "{CG}"],
          ["--no-stereo contradicts --stereo/--stereo-template"]),
+    # --- run parameters of backmap (-f MDP) -----------------------------------------------------------
+    Case("backmap-mdp-h-angles", BACKMAP + ["-c", "{CG}", "-f", "{B}/mdp_h_angles.mdp"],
+         ["mdp_h_angles.mdp:5", "constraints = h-angles is not supported", "none, h-bonds or all-bonds"], sub=True),
+    Case("backmap-mdp-ref-t-per-group", BACKMAP + ["-c", "{CG}", "-f", "{B}/mdp_ref_t_groups.mdp"],
+         ["mdp_ref_t_groups.mdp:6", "ref-t gives the coupling groups different temperatures (TOY 300 K, SOL 350 K)",
+          "give --temperature K"]),
+    Case("backmap-mdp-old-and-new-name", BACKMAP + ["-c", "{CG}", "-f", "{B}/mdp_old_and_new_name.mdp"],
+         ["mdp_old_and_new_name.mdp:5", "unconstrained-start is set here and continuation at line 3",
+          "grompp refuses both too"]),
     # --- topology reader -----------------------------------------------------------------------------
     Case("top-missing-include", ["energy", "-c", "{D}/toy.gro", "-p", "{B}/missing_include.top"],
          ["missing_include.top:2", "#include file 'toy_ff_missing.itp' not found", "searched:"], sub=True),

@@ -72,3 +72,26 @@ def test_map_sps_xtc_matches_reference(shared_data, tmp_path):
         assert dev < 0.002
         n += 1
     assert n == 39
+
+
+@pytest.mark.parametrize("spelling", ["one -m", "-m per file"])
+def test_mapping_files_after_one_m_or_one_m_each(tmp_path, spelling):
+    """Two moleculetypes, one mapping file each: `-m TOY.map TOY2.map` and `-m TOY.map -m TOY2.map` give
+    the same frame as the one-moleculetype toy system (TOY2 is TOY under another name)."""
+    top = (DATA / "toy.top").read_text()
+    mol = top[top.index("[ moleculetype ]"):top.index("[ system ]")]
+    assert "  TOY   2\n" in mol and "[ molecules ]\nTOY 2\n" in top
+    top = top.replace("[ system ]", mol.replace("  TOY   2\n", "  TOY2  2\n") + "[ system ]")
+    (tmp_path / "two.top").write_text(top.replace("[ molecules ]\nTOY 2\n", "[ molecules ]\nTOY 1\nTOY2 1\n"))
+    maps = []
+    for name in ("TOY", "TOY2"):   # each file maps the moleculetype named by its stem
+        maps.append(str(tmp_path / f"{name}.map"))
+        (tmp_path / f"{name}.map").write_text((DATA / "toy.map").read_text())
+    m_args = ["-m", *maps] if spelling == "one -m" else ["-m", maps[0], "-m", maps[1]]
+    out = tmp_path / "cg.gro"
+    assert main(["-q", "map", "-f", str(DATA / "toy.gro"), "-p", str(tmp_path / "two.top"), *m_args,
+                 "-o", str(out)]) == 0
+    assert main(toy_args(tmp_path / "ref.gro")) == 0
+    got, ref = read_frame(out, n_atoms=4), read_frame(tmp_path / "ref.gro", n_atoms=4)
+    assert got.atoms.names.tolist() == ref.atoms.names.tolist()
+    np.testing.assert_allclose(got.positions, ref.positions, atol=1e-6)

@@ -1,6 +1,7 @@
 """gmx_dbm.io.mdp: the one .mdp parser (normalised keys, line numbers, errors with file and line)."""
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -68,6 +69,26 @@ def test_key_set_twice_is_an_error_at_the_second_line(tmp_path):
     path = write(tmp_path, "nsteps = 10\ndt = 0.002\nNSTEPS = 20\n")
     with pytest.raises(ConfigError, match=r"run.mdp:3: nsteps is set twice \(first at line 1\)"):
         read_mdp(path)
+
+
+def test_old_and_new_name_of_one_parameter_is_an_error_naming_both(tmp_path):
+    path = write(tmp_path, "continuation = no\nnsteps = 10\nunconstrained_start = yes\n")
+    with pytest.raises(ConfigError, match=r"run.mdp:3: unconstrained-start is set here and continuation at "
+                                          r"line 1: unconstrained-start is the old name of continuation"):
+        read_mdp(path)
+    path = write(tmp_path, "nstxout-compressed = 10\nnstxtcout = 5\n")
+    with pytest.raises(ConfigError, match=r"run.mdp:2: nstxtcout is set here and nstxout-compressed at line 1"):
+        read_mdp(path)
+
+
+def test_obsolete_entries_are_kept_and_named_in_one_warning(tmp_path, caplog):
+    path = write(tmp_path, "title = PS\ncpp = /usr/bin/cpp\nrvdw = 1.0\nns_type = grid\n")
+    with caplog.at_level(logging.WARNING, logger="gmx_dbm"):
+        mdp = read_mdp(path)
+    assert mdp.get("rvdw") == "1.0" and mdp.get("ns-type") == "grid"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [(f"{path}: ignoring obsolete entries, as GROMACS 2022 does: title (line 1), cpp (line 2), "
+                         "ns-type (line 4)")]
 
 
 def test_empty_key_is_an_error(tmp_path):

@@ -23,12 +23,13 @@ from ..mapping import read_mapping
 from ..quality import FrameQuality
 from .models import SHIPPED_MODELS, model_fits, molecule_signatures, resolve_model, shipped_model_path
 from .pipeline import Backmapper
+from .run_parameters import RunParameters
 from .settings import FALLBACK_TEMPERATURE, MD_STEPS, SamplerSettings
 from .steps import INFERENCE_CHUNK
 
 __all__ = ["backmap", "Backmapper", "SamplerSettings", "SHIPPED_MODELS", "shipped_model_path", "resolve_model",
            "model_fits", "molecule_signatures", "check_cg_frame", "INFERENCE_CHUNK", "MD_STEPS",
-           "FALLBACK_TEMPERATURE"]
+           "FALLBACK_TEMPERATURE", "RunParameters"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None,
             seed: int = 0, constraints: str = "auto", defines=None, device: str = "cpu",
             progress: bool = True, frames=None, select_temperature: float | None = None,
             quality: bool = True, proposals: int | None = None, proposal_sweeps: int | None = None,
-            md_steps: int | None = None, temperature: float | None = None, stereo="auto") -> dict:
+            md_steps: int | None = None, temperature: float | None = None, stereo="auto", mdp=None) -> dict:
     """Backmap every frame of ``cg`` (.gro/.xtc) to ``output`` (.gro/.xtc/.pdb). Returns a summary.
     Sampler settings left as None take the model card's measured defaults. ``md_steps``/``temperature``:
     thermalisation of each generated frame (restrained Langevin dynamics, ``ff.dynamics``) at the CG
@@ -54,15 +55,19 @@ def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None,
     centres that come out inverted have their beads redrawn (``steps.RepairStereo``). CH hydrogens
     left on their heavy neighbours' side are put opposite them in every case.
     ``quality``: log clashes, deformed rings and energies of every frame (``quality.FrameQuality``); the
-    summary's 'quality'."""
+    summary's 'quality'. ``mdp``: the user's GROMACS run parameters (.mdp path; ``RunParameters``):
+    constraints and ref-t where ``constraints`` is 'auto' and ``temperature`` None, and the cut-offs and
+    electrostatics of the thermalisation's force field; the summary's 'sources' says where constraints,
+    temperature and force field came from."""
     check_writable(output)
+    params = None if mdp is None else RunParameters.read(mdp)   # a bad file fails before the model loads
     system = read_topology(topology, defines=defines)
     mapping_paths = [mapping] if isinstance(mapping, (str, Path)) else list(mapping)
     smap = read_mapping(mapping_paths, system)
     bm = Backmapper.build(system, smap, model, constraints=constraints, seed=seed, device=device,
                           temperature=temperature, stereo=stereo, gibbs=gibbs, orientations=orientations,
                           proposals=proposals, proposal_sweeps=proposal_sweeps,
-                          select_temperature=select_temperature, md_steps=md_steps)
+                          select_temperature=select_temperature, md_steps=md_steps, mdp=params)
     atoms = AtomInfo.from_topology(bm.flat)
     # constrained bonds have (near) zero energy by construction: not a warning
     qc = FrameQuality(bm.flat, bm.card.reference_stats, skip_terms={"bond"} if bm.constraints != "none" else ()) \
@@ -97,7 +102,8 @@ def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None,
     dt = time.perf_counter() - t0
     summary = {"frames": n, "atoms": int(bm.flat.n_atoms), "seconds": dt,
                "atoms_per_s": n * bm.flat.n_atoms / dt if dt > 0 else float("inf"), "output": str(output),
-               "md_steps": bm.md_steps, "temperature": bm.temperature}
+               "md_steps": bm.md_steps, "temperature": bm.temperature, "constraints": bm.constraints,
+               "sources": dict(bm.settings.sources)}
     if qc is not None:
         summary["quality"] = reports
     log.info("wrote %s: %d frames, %.0f atoms/s", output, n, summary["atoms_per_s"])

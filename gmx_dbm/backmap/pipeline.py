@@ -15,6 +15,7 @@ from ..model.recipe import FeatureSpec, Recipe
 from ..voxel import GridSpec
 from . import steps as S
 from .models import model_fits, resolve_model
+from .run_parameters import RunParameters, describe_nonbonded
 from .settings import SamplerSettings
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,14 @@ class Backmapper:
 
     @classmethod
     def build(cls, system, mapping, model=None, *, constraints: str = "auto", seed: int = 0, device: str = "cpu",
-              temperature: float | None = None, stereo="auto", **sampler) -> "Backmapper":
+              temperature: float | None = None, stereo="auto", mdp=None, **sampler) -> "Backmapper":
         """``sampler``: gibbs, orientations, proposals, proposal_sweeps, select_temperature, md_steps (None:
         the model card's). ``stereo``: 'auto' (the model card's handedness table), 'none', or all-atom
-        frames of this system (a path: .gro/.pdb/.xtc in topology order) to take the handedness from."""
+        frames of this system (a path: .gro/.pdb/.xtc in topology order) to take the handedness from.
+        ``mdp``: the user's GROMACS run parameters (a path, ``MdpFile`` or ``RunParameters``): constraints
+        and ref-t where ``constraints``/``temperature`` are not given, and the force field's cut-offs and
+        electrostatics (``run_parameters``)."""
+        params = None if mdp is None else RunParameters.read(mdp)
         flat = system.flat()
         mflat = mapping.flat()
         path = resolve_model(model, system, mflat)
@@ -61,14 +66,18 @@ class Backmapper:
             log.warning("device %s requested: the sampler runs on the CPU", device)
         card = ModelCard.from_meta(meta)
         settings = SamplerSettings.resolve(card, constraints=constraints, temperature=temperature, seed=seed,
-                                           **sampler)
+                                           mdp=params, **sampler)
         g = meta["grid"]
         models = S.Models(gen, Recipe(flat, mflat, FeatureSpec.from_dict(meta["spec"])),
                           GridSpec(g["resolution"], g["length"], g["sigma"], g["cutoff"]))
         s = settings
-        log.info("model %s (%s), %d Gibbs sweeps, %d orientations (selection at %g K), constraints %s, "
-                 "%d MD steps at %g K", path.name, meta.get("name"), s.gibbs, s.orientations, s.select_temperature,
-                 s.constraints, s.md_steps, s.temperature)
+        log.info("model %s (%s), %d Gibbs sweeps, %d orientations (selection at %g K), constraints %s (%s), "
+                 "%d MD steps at %g K (%s)", path.name, meta.get("name"), s.gibbs, s.orientations,
+                 s.select_temperature, s.constraints, s.sources["constraints"], s.md_steps, s.temperature,
+                 s.sources["temperature"])
+        if s.forcefield is not None:
+            log.info("force field of the thermalisation and the candidate energies from %s: %s",
+                     s.sources["forcefield"], describe_nonbonded(s.forcefield))
         from ..stereo import find_centres
         ch_centres = find_centres(flat)
         centres, signs = _stereo_targets(stereo, flat, card, ch_centres, path)
@@ -89,7 +98,8 @@ class Backmapper:
             bonds, lengths = (projector.bonds, projector.lengths) if projector is not None else (None, None)
             chiral = (centres, signs) if signs is not None else None
             dynamics = RestrainedLangevin(flat, mflat.centre, s.temperature, s.md_steps, bonds=bonds,
-                                          lengths=lengths, chiral=chiral, hydrogens=ch_centres)
+                                          lengths=lengths, chiral=chiral, hydrogens=ch_centres,
+                                          nonbonded=s.forcefield)
             chain.append(S.Thermalise(dynamics, centres, signs))   # holds the constrained bonds itself: no polish
         elif projector is not None and s.proposals > 1:
             chain.append(S.Polish(models, s, projector))

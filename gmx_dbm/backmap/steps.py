@@ -65,7 +65,8 @@ class Generate:
         s = self.s
         w.positions = generate_frame(self.m.generator, self.m.recipe, self.m.grid, w.state, w.rng, s.gibbs,
                                      s.orientations, chunk=INFERENCE_CHUNK, temperature=s.select_temperature,
-                                     proposals=s.proposals, proposal_sweeps=s.proposal_sweeps)
+                                     proposals=s.proposals, proposal_sweeps=s.proposal_sweeps,
+                                     lj_cutoff=s.prior_lj_cutoff)
         w.log["generate_s"] = time.perf_counter() - t0
 
 
@@ -214,7 +215,7 @@ class Polish:
         for _ in range(POLISH_SWEEPS):
             sweep_pass(self.m.generator, self.m.recipe, self.m.grid, w.state, w.rng, False, s.orientations,
                        INFERENCE_CHUNK, temperature=s.select_temperature, proposals=s.proposals,
-                       local_step=POLISH_STEP, bond_weight=STIFF_BONDS)
+                       local_step=POLISH_STEP, bond_weight=STIFF_BONDS, lj_cutoff=s.prior_lj_cutoff)
             w.state.positions = self.projector.project(w.state.positions, w.box)
         w.positions = w.state.positions
 

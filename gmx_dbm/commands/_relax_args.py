@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def add_relax_options(p, standalone: bool = False):
-    """Options of the relaxation (``standalone``: the relax command, which also takes -f for a user mdp)."""
+    """Options of the relaxation (``standalone``: the relax command, where -f/--mdp is the GROMACS user
+    mdp; backmap's -f/--mdp is the run parameters of the backmap itself, so there it is --relax-mdp)."""
     g = p.add_argument_group("relaxation in GROMACS" + ("" if standalone else " (with --relax)"))
     g.add_argument("--steps-em", type=int, default=5000,
                    help="maximum steepest-descent steps (stops earlier at Fmax < --emtol; 0: no EM)")
@@ -16,14 +17,18 @@ def add_relax_options(p, standalone: bool = False):
     g.add_argument("--restrain", default="heavy", choices=["heavy", "all", "none"],
                    help="atoms restrained to the input positions (heavy: all but hydrogens)")
     g.add_argument("--fc", type=float, default=1000.0, help="restraint force constant (kJ/mol/nm2)")
-    g.add_argument("--md-constraints", default="h-bonds", choices=["none", "h-bonds", "all-bonds"],
-                   help="GROMACS constraints during EM and MD (LINCS)")
     if standalone:
-        g.add_argument("-f", "--mdp", default=None, metavar="MDP",
+        g.add_argument("--md-constraints", default="h-bonds", choices=["none", "h-bonds", "all-bonds"],
+                       help="GROMACS constraints during the MD (LINCS; EM runs without)")
+        g.add_argument("-f", "--mdp", dest="relax_mdp", default=None, metavar="MDP",
                        help="user .mdp: its entries override the generated run parameters")
-    else:
-        g.add_argument("--relax-mdp", dest="mdp", default=None, metavar="MDP",
-                       help="user .mdp: its entries override the generated run parameters")
+    else:   # None: backmap's -f MDP constraints entry, else h-bonds (gmx_dbm.workflow)
+        g.add_argument("--md-constraints", default=None, choices=["none", "h-bonds", "all-bonds"],
+                       help="GROMACS constraints during the MD (LINCS; EM runs without); default: the "
+                            "constraints of -f MDP, else h-bonds")
+        g.add_argument("--relax-mdp", dest="relax_mdp", default=None, metavar="MDP",
+                       help="user .mdp for the GROMACS runs: its entries override the generated run "
+                            "parameters (-f MDP is backmap's own)")
     g.add_argument("--engine", default="gmxapi", choices=["gmxapi", "gmx"],
                    help="gmxapi (falls back to the gmx command line, with a notice, when not importable) or gmx")
     g.add_argument("--workdir", default=None, metavar="DIR",
@@ -38,10 +43,11 @@ def add_relax_options(p, standalone: bool = False):
 
 
 def options_from_args(args):
-    """``RelaxOptions`` from parsed arguments (backmap's --temperature is the CG system's; None: 300 K)."""
+    """``RelaxOptions`` from parsed arguments (backmap's --temperature is the CG system's; None: 300 K;
+    backmap's --md-constraints may be None: decided by ``workflow.backmap_then_relax``)."""
     from ..relax import RelaxOptions
     return RelaxOptions(steps_em=args.steps_em, emtol=args.emtol, md_ps=args.md_ps, dt=args.dt,
                         temperature=300.0 if args.temperature is None else args.temperature, restrain=args.restrain, fc=args.fc,
-                        constraints=args.md_constraints, mdp=args.mdp, engine=args.engine,
+                        constraints=args.md_constraints, mdp=args.relax_mdp, engine=args.engine,
                         threads=args.md_threads, seed=args.md_seed, maxwarn=args.maxwarn,
                         min_distance=args.min_distance)

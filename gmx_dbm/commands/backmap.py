@@ -14,6 +14,10 @@ def add_arguments(p):
     p.add_argument("-m", "--mapping", required=True, action="extend", nargs="+", metavar="MAP",
                    help="mapping files (.map), one per moleculetype: -m a.map b.map (or -m a.map -m b.map)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output (.gro, .xtc, .pdb)")
+    p.add_argument("-f", "--mdp", default=None, metavar="MDP",
+                   help="your all-atom GROMACS run parameters (.mdp): constraints, ref-t and the cut-offs and "
+                        "electrostatics (rvdw, rcoulomb, coulombtype, epsilon-rf) of the force field the frames "
+                        "are thermalised in; --constraints and --temperature given explicitly win")
     p.add_argument("--model", default=None,
                    help="model: a shipped name (sps, transfer) or a .safetensors path; default: the first "
                         "shipped model that fits the topology")
@@ -30,7 +34,8 @@ def add_arguments(p):
                         "one with Boltzmann weights at T kelvin (default: the model card's)")
     p.add_argument("--temperature", type=float, default=None, metavar="K",
                    help="temperature of the CG system: the generated frames are thermalised at it (and relaxed "
-                        "at it with --relax); default: the model card's (its training data's)")
+                        "at it with --relax); default: ref-t of -f MDP, else the model card's (its training "
+                        "data's)")
     p.add_argument("--md-steps", type=int, default=None, metavar="N",
                    help="thermalisation: N steps (4 fs) of Langevin dynamics in the force field with every bead "
                         "restrained to its CG position (0: off; default: the model card's, else 300)")
@@ -45,7 +50,8 @@ def add_arguments(p):
                    help="skip the per-frame quality report (clashes, energies per term, warnings)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
     p.add_argument("--constraints", default="auto", choices=["auto", "none", "h-bonds", "all-bonds"],
-                   help="project bonds onto their topology lengths (auto: as the model's training data)")
+                   help="project bonds onto their topology lengths (auto: as -f MDP's constraints, else as the "
+                        "model's training data)")
     p.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME[=VALUE]",
                    help="preprocessor define for the topology, as grompp -D")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -79,7 +85,7 @@ def run(args) -> int:
             orientations=args.orientations, seed=args.seed, constraints=args.constraints,
             defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
             proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, quality=not args.no_quality,
-            md_steps=args.md_steps, temperature=args.temperature, stereo=stereo_choice(args),
+            md_steps=args.md_steps, temperature=args.temperature, stereo=stereo_choice(args), mdp=args.mdp,
             progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
     return 0
 
@@ -93,5 +99,6 @@ def _relax_after_backmap(args) -> int:
                        orientations=args.orientations, seed=args.seed, constraints=args.constraints,
                        device=args.device, select_temperature=args.select_temperature,
                        proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps,
-                       temperature=args.temperature, quality=not args.no_quality, stereo=stereo_choice(args))
+                       temperature=args.temperature, quality=not args.no_quality, stereo=stereo_choice(args),
+                       mdp=args.mdp)
     return 0

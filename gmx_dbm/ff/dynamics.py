@@ -100,15 +100,17 @@ class RestrainedLangevin:
     flat: FlatTopology; centre: scipy.sparse (n_beads, n_atoms) mapping matrix (rows sum to 1);
     temperature K; steps; dt ps; friction 1/ps; mass u (every atom); k_restraint kJ/mol/nm^2 on each
     bead centre; cutoff nm for the short-range pairs (Verlet list with ``skin`` nm, rebuilt when an atom
-    has moved half the skin); bonds/lengths: constrained bonds (None = flexible); max_force kJ/mol/nm caps
-    each atom's force (only close contacts left by the generator reach it)."""
+    has moved half the skin); nonbonded: the non-bonded treatment (``NonbondedSettings``, e.g. from the
+    user's .mdp: its rvdw, rcoulomb and reaction field replace ``cutoff`` and the defaults);
+    bonds/lengths: constrained bonds (None = flexible); max_force kJ/mol/nm caps each atom's force (only
+    close contacts left by the generator reach it)."""
 
     def __init__(self, flat, centre, temperature: float, steps: int = 300, dt: float = 0.004,
                  friction: float = 5.0, mass: float = 12.0, k_restraint: float = 5000.0, cutoff: float = 0.7,
                  skin: float = 0.1, bonds=None, lengths=None, max_force: float = 5000.0,
                  chiral=None, k_chiral: float = 2e8, chiral_fraction: float = 0.2,
                  hydrogens=None, k_hydrogen: float = 5000.0, hydrogen_max_cos: float = -0.5,
-                 dtype=torch.float32):
+                 nonbonded: NonbondedSettings | None = None, dtype=torch.float32):
         if not temperature > 0:
             raise InputError(f"thermalisation temperature must be positive (kelvin), got {temperature}")
         self.temperature = float(temperature)
@@ -141,11 +143,14 @@ class RestrainedLangevin:
         self.k_hydrogen = float(k_hydrogen)
         self.hydrogen_max_cos = float(hydrogen_max_cos)
         self.dtype = dtype
-        s = NonbondedSettings()
-        self.ff = ForceField(flat, NonbondedSettings(cutoff=cutoff, modifier=s.modifier, coulomb=s.coulomb,
-                                                     rcoulomb=cutoff, epsilon_r=s.epsilon_r,
-                                                     epsilon_rf=s.epsilon_rf), dtype=dtype)
-        self.cutoff = self.requested_cutoff = float(cutoff)
+        if nonbonded is None:
+            s = NonbondedSettings()
+            nonbonded = NonbondedSettings(cutoff=cutoff, modifier=s.modifier, coulomb=s.coulomb, rcoulomb=cutoff,
+                                          epsilon_r=s.epsilon_r, epsilon_rf=s.epsilon_rf)
+        self.ff = ForceField(flat, nonbonded, dtype=dtype)
+        # (LJ, Coulomb) cut-offs asked for; ``cutoffs`` holds this frame's, shortened in thin boxes
+        self.requested = (float(nonbonded.cutoff), float(nonbonded.rcoulomb) if self.ff.has_charges else 0.0)
+        self.cutoffs = self.requested
         coo = centre.tocoo()
         self.c_bead = torch.as_tensor(coo.row, dtype=torch.int64)
         self.c_atom = torch.as_tensor(coo.col, dtype=torch.int64)
@@ -200,14 +205,15 @@ class RestrainedLangevin:
         i_all, j_all, shift_all, c6_all, c12_all, qq_all = pairs
         f = torch.zeros_like(x)
         shift = self.ff.settings.modifier == "potential-shift"
+        r_lj, r_c = self.cutoffs
         for s in range(0, len(i_all), PAIR_CHUNK):
             sl = slice(s, s + PAIR_CHUNK)
             i, j = i_all[sl], j_all[sl]
             d = x[j] - x[i] + shift_all[sl]
             r2 = (d * d).sum(-1)
-            _, fscal = F.lj_pair(r2, c6_all[sl], c12_all[sl], self.cutoff, shift)
+            _, fscal = F.lj_pair(r2, c6_all[sl], c12_all[sl], r_lj, shift)
             if qq_all is not None:
-                fscal = fscal + F.reaction_field_pair(r2, qq_all[sl], self.cutoff, self.ff.k_rf, self.ff.c_rf)[1]
+                fscal = fscal + F.reaction_field_pair(r2, qq_all[sl], r_c, self.ff.k_rf, self.ff.c_rf)[1]
             fvec = fscal[:, None] * d
             f.index_add_(0, j, fvec).index_add_(0, i, -fvec)
         return f
@@ -216,13 +222,18 @@ class RestrainedLangevin:
         """A box thinner than twice (cut-off + skin) would make the minimum image ambiguous: shorten the
         cut-off for this frame (forces beyond ~0.6 nm are tiny) rather than fail."""
         limit = 0.5 * float(box_heights(box_np).min()) - self.skin
-        self.cutoff = min(self.requested_cutoff, limit)
-        if self.cutoff < self.requested_cutoff:
+        self.cutoffs = tuple(min(r, limit) for r in self.requested)
+        if self.cutoffs != self.requested:
             log.warning("box height %.3f nm: thermalisation cut-off shortened to %.3f nm",
                         2 * (limit + self.skin), self.cutoff)
-        if self.cutoff < 0.3:
+        if self.cutoffs[0] < 0.3:
             raise InputError(f"box too small for the thermalisation (smallest height {2 * (limit + self.skin):.3f} "
                              "nm): switch it off (--md-steps 0)")
+
+    @property
+    def cutoff(self) -> float:
+        """The pair-list cut-off of the current frame (nm): the longer of the LJ and Coulomb ones."""
+        return max(self.cutoffs)
 
     def _pairs(self, x, box_np):
         xd = x.detach().double()

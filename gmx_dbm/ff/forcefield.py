@@ -72,11 +72,16 @@ class NonbondedSettings:
         return 1.0 if self.coulomb == "cut-off" else self.epsilon_rf
 
 
-def settings_from_mdp(mdp) -> NonbondedSettings:
+# Ewald-type electrostatics, which the force field does not implement
+EWALD_TYPES = ("pme", "ewald", "p3m-ad", "pme-user", "pme-user-switch")
+
+
+def settings_from_mdp(mdp, ewald_as_reaction_field: bool = False) -> NonbondedSettings:
     """Non-bonded settings from a parsed .mdp file (``gmx_dbm.io.mdp.MdpFile``: ``get(key, default)`` on
     normalised keys, ``error(key, message)`` -> ConfigError with path and line). Keys that do not matter
     here are ignored; unsupported values of the ones that matter are errors; missing keys take GROMACS'
-    defaults."""
+    defaults. ``ewald_as_reaction_field``: read PME/Ewald as a reaction field with epsilon-rf infinity
+    at rcoulomb (a short-range stand-in that is good enough for forces in a short run, not for energies)."""
     def num(key, default):
         value = mdp.get(key, "")
         if value == "":
@@ -100,8 +105,13 @@ def settings_from_mdp(mdp) -> NonbondedSettings:
         raise mdp.error("vdw-modifier", f"vdw-modifier {given} not supported (Potential-shift or None)")
     given = mdp.get("coulombtype", "cut-off")
     coul = given.lower()
+    ewald = False
     if coul in ("reaction-field", "reaction-field-zero"):
         coul = "reaction-field"
+    elif coul in EWALD_TYPES and ewald_as_reaction_field:
+        log.info("%s: coulombtype %s read as a reaction field with epsilon-rf infinity at rcoulomb",
+                 mdp.path, given)
+        coul, ewald = "reaction-field", True
     elif coul != "cut-off":
         raise mdp.error("coulombtype", f"coulombtype {given} not supported "
                                        "(Reaction-Field or Cut-off; PME is not implemented)")
@@ -110,7 +120,7 @@ def settings_from_mdp(mdp) -> NonbondedSettings:
         log.warning("DispCorr %s is not included in gmx_dbm's energies", disp)
     settings = NonbondedSettings(cutoff=num("rvdw", 1.0), modifier=modifier, coulomb=coul,
                                  rcoulomb=num("rcoulomb", 1.0), epsilon_r=num("epsilon-r", 1.0),
-                                 epsilon_rf=num("epsilon-rf", 0.0))
+                                 epsilon_rf=0.0 if ewald else num("epsilon-rf", 0.0))
     if settings.epsilon_r == 0:
         raise mdp.error("epsilon-r", "epsilon-r 0 (infinity) switches electrostatics off; not supported")
     return settings

@@ -27,7 +27,8 @@ def _sample_from_density(dens: torch.Tensor, u: torch.Tensor, jitter: torch.Tens
 
 def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Tensor,
           initial, rng: torch.Generator, orientations: int = 1, chunk: int = 4096,
-          temperature: float = 0.0, proposals: int = 1, local_step: float = 0.02, bond_weight: float = 1.0):
+          temperature: float = 0.0, proposals: int = 1, local_step: float = 0.02, bond_weight: float = 1.0,
+          lj_cutoff: float = 1.0):
     """Generate positions for ``atoms`` (S,) given ``state``; returns bead-centred positions (S, 3).
 
     Candidates per atom: ``orientations`` generator draws (random rotation about the bead axis and fresh
@@ -40,7 +41,8 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
     Boltzmann weights exp(-E / k T); E = the atom's bonded + LJ energy with the atoms present. All random
     numbers are drawn up front from ``rng``, so chunking does not change the result. ``bond_weight``
     scales bond energies in the choice (stiff when bonds will be constrained afterwards, so that the
-    projection onto the bond lengths hardly moves atoms and does not spoil the angles).
+    projection onto the bond lengths hardly moves atoms and does not spoil the angles). ``lj_cutoff``:
+    of the LJ term in that energy (nm; the run parameters' rvdw).
     """
     S = atoms.shape[0]
     K = max(1, int(orientations))
@@ -78,13 +80,13 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
         rel_out[sl] = rel
         if K * P > 1:
             for p in range(P):
-                e = prior_energy(batch, rel[:, p])
+                e = prior_energy(batch, rel[:, p], lj_cutoff)
                 energy[sl, p] = bond_weight * e["bond"] + e["angle"] + e["dihedral"] + e["lj"]
         if with_current and s < S:
             rows = torch.arange(sl.start, min(sl.stop, S))
             cur = minimum_image(state.positions[atoms[rows]] - state.centres[batch.beads[:len(rows)]], state.box)
             sub = batch.head(len(rows))
-            e = prior_energy(sub, cur)
+            e = prior_energy(sub, cur, lj_cutoff)
             e_current[rows] = torch.where(current[rows], bond_weight * e["bond"] + e["angle"] + e["dihedral"] + e["lj"],
                                           torch.full_like(e["bond"], float("inf")))
     if K * P == 1:
@@ -109,7 +111,7 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
 def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng: torch.Generator,
                    gibbs: int = 4, orientations: int = 1, chunk: int = 4096, progress=None,
                    temperature: float = 0.0, proposals: int = 1, local_step: float = 0.02,
-                   proposal_sweeps: int = 1, bond_weight: float = 1.0):
+                   proposal_sweeps: int = 1, bond_weight: float = 1.0, lj_cutoff: float = 1.0):
     """Fill ``state`` with generated positions: one initial pass then ``gibbs`` sweeps.
 
     ``proposals`` > 1 applies to the last ``proposal_sweeps`` sweeps only: energy-based choice is a
@@ -123,7 +125,7 @@ def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState,
     for sweep in range(1 + gibbs):
         n_prop = proposals if sweep >= 1 and sweep > gibbs - proposal_sweeps else 1
         sweep_pass(generator, recipe, grid, state, rng, sweep == 0, orientations, chunk, temperature, n_prop,
-                   local_step, bond_weight)
+                   local_step, bond_weight, lj_cutoff)
         if progress is not None:
             progress(sweep)
     return state.positions
@@ -131,7 +133,8 @@ def generate_frame(generator, recipe: Recipe, grid: GridSpec, state: FrameState,
 
 def sweep_pass(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng: torch.Generator,
                initial: bool, orientations: int = 1, chunk: int = 4096, temperature: float = 0.0,
-               proposals: int = 1, local_step: float = 0.02, bond_weight: float = 1.0) -> None:
+               proposals: int = 1, local_step: float = 0.02, bond_weight: float = 1.0,
+               lj_cutoff: float = 1.0) -> None:
     """One pass over every bead's sequence: the initial pass (all beads at once; same-step atoms are absent
     from each other's environment) or a Gibbs sweep (one bead colour at a time, so bonded neighbours never
     move together)."""
@@ -148,7 +151,7 @@ def sweep_pass(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng
             if len(atoms) == 0:
                 continue
             _place_into(generator, recipe, grid, state, atoms, initial, rng, orientations, chunk, temperature,
-                        proposals, local_step, bond_weight)
+                        proposals, local_step, bond_weight, lj_cutoff)
 
 
 def _place_into(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Tensor, initial,
