@@ -5,6 +5,8 @@ the classical baseline, with the definitions of `gmx_dbm evaluate` (README, "Qua
 
 Usage: python benchmarks/quality_t453.py --model sps --frames 8 [--gibbs 4] [--orientations 1]
        [--proposals P] [--select-temperature 0] [--compare]   (--compare also scores the published and baseline outputs)
+Other systems and CG models: --reference AA.xtc --cg CG.xtc --topology TOP --mapping MAP (e.g. the sPS
+melt of three chain lengths of scripts/make_chain_mixture.py, or a CG model mapped with `gmx_dbm map`).
 Prints the evaluate table and the backmapping time per frame.
 """
 from __future__ import annotations
@@ -39,19 +41,25 @@ def main():
     ap.add_argument("--compare", action="store_true", help="also score deepbackmap.xtc and baseline.xtc")
     ap.add_argument("--out", default=None, help="keep the backmapped trajectory here")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--reference", default=None, help="all-atom reference frames (default: sps/t453/aa.xtc)")
+    ap.add_argument("--cg", default=None, help="CG frames to backmap (default: sps/t453/cg.xtc)")
+    ap.add_argument("--topology", default=str(ROOT / "topologies" / "sps.top"))
+    ap.add_argument("--mapping", nargs="+", default=[str(ROOT / "mappings" / "sps.map")])
     args = ap.parse_args()
     t453 = SHARED / "sps" / "t453"
-    if not (t453 / "cg.xtc").is_file():
-        raise SystemExit(f"shared data not found at {SHARED}")
+    reference = Path(args.reference) if args.reference else t453 / "aa.xtc"
+    cg = Path(args.cg) if args.cg else t453 / "cg.xtc"
+    if not cg.is_file() or not reference.is_file():
+        raise SystemExit(f"frames not found: {cg}, {reference} (shared data: {SHARED})")
     from gmx_dbm.backmap import backmap
     from gmx_dbm.evaluate import evaluate, format_table
     from gmx_dbm.io import count_frames
-    n = count_frames(t453 / "cg.xtc")
+    n = count_frames(cg)
     pick = set(np.linspace(args.first, n - 1, args.frames).round().astype(int).tolist())
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp) / "gmx_dbm.xtc"
         t = time.perf_counter()
-        s = backmap(t453 / "cg.xtc", ROOT / "topologies" / "sps.top", [ROOT / "mappings" / "sps.map"], out,
+        s = backmap(cg, args.topology, args.mapping, out,
                     model=args.model, gibbs=args.gibbs, orientations=args.orientations, seed=0,
                     constraints=args.constraints, progress=False, frames=pick,
                     select_temperature=args.select_temperature, proposals=args.proposals, quality=False,
@@ -59,8 +67,9 @@ def main():
                     stereo=args.stereo)
         dt = time.perf_counter() - t
         cands = [out] + ([t453 / "deepbackmap.xtc", t453 / "baseline.xtc"] if args.compare else [])
-        res = evaluate(t453 / "aa.xtc", cands, ROOT / "topologies" / "sps.top", plots=False, json_path=args.json)
+        res = evaluate(reference, cands, args.topology, plots=False, json_path=args.json)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"reference {reference}, CG {cg}, topology {args.topology}, mapping {' '.join(args.mapping)}")
     print(f"model {args.model}: {s['frames']} frames, gibbs {args.gibbs}, orientations {args.orientations}, "
           f"proposals {args.proposals}, md steps {s['md_steps']} at {s['temperature']:g} K, "
           f"{dt / max(1, s['frames']):.1f} s/frame ({s['atoms_per_s']:.0f} atoms/s)")
