@@ -174,9 +174,11 @@ def merge(tables) -> dict:
 # Tacticity as a pattern: the relative handedness of consecutive centres along a chain, keyed by the
 # chemistry of the two centres, so that it applies to chains of any length. Handedness here is oriented
 # along the chain: sign((prev - c) . ((side - c) x (next - c))), where prev / next are the heavy
-# neighbours towards the previous / next centre (topology order) and side is the third; a chain-end
-# centre fills its missing role with the remaining neighbours, ordered by the chemistry of their branch.
-KIND_RADIUS = 3        # bonds around a centre that define its kind
+# neighbours towards the previous / next centre (topology order) and side is the third; at a chain end,
+# the remaining neighbour whose branch is like the side groups of the inner centres is the side (a phenyl
+# ring), the other takes the missing backbone role, so that ends follow the inner centres' convention.
+KIND_RADIUS = 2        # bonds around a centre that define its kind (2: a chain's second centre is inner)
+BRANCH_RADIUS = 3      # bonds of a side branch compared between centres
 PAIR_REACH = 4         # consecutive centres are at most this many bonds apart, with no centre between
 PATTERN_AGREEMENT = 0.98   # a pair kind with a less uniform relation in the training data is atactic
 
@@ -257,24 +259,36 @@ class ChainCentres:
                             continue
                         nxt.append((b, seen[b]))
                 frontier = nxt
-        rows, kinds = [], []
+        def branch(a, c):
+            sub = g.subgraph(n for n in g if n != c)
+            near = nx.single_source_shortest_path_length(sub, a, cutoff=BRANCH_RADIUS)
+            return _label(g, types, near, a)
+
+        roles = []
         for k, row in enumerate(sel):
-            c, hv, h = int(row[0]), [int(x) for x in row[1:4]], int(row[4])
+            c, hv = int(row[0]), [int(x) for x in row[1:4]]
             prev_k = [k2 for (a, k2) in towards if a == k and sel[k2, 0] < c]
             next_k = [k2 for (a, k2) in towards if a == k and sel[k2, 0] > c]
             prev = towards[(k, max(prev_k, key=lambda j: sel[j, 0]))] if prev_k else None
             nxt_ = towards[(k, min(next_k, key=lambda j: sel[j, 0]))] if next_k else None
-            rest = [a for a in hv if a not in (prev, nxt_)]
-
-            def branch(a, c=c):
-                sub = g.subgraph(n for n in g if n != c)
-                near = nx.single_source_shortest_path_length(sub, a, cutoff=KIND_RADIUS)
-                return _label(g, types, near, a)
-            rest.sort(key=lambda a: (branch(a), a))
+            roles.append((prev, nxt_, [a for a in hv if a not in (prev, nxt_)]))
+        side_labels = {branch(rest[0], int(sel[k, 0])) for k, (p_, n_, rest) in enumerate(roles)
+                       if p_ is not None and n_ is not None and len(rest) == 1}
+        rows, kinds = [], []
+        for k, (prev, nxt_, rest) in enumerate(roles):
+            c, h = int(sel[k, 0]), int(sel[k, 4])
+            labels = {a: branch(a, c) for a in rest}
+            rest.sort(key=lambda a: (labels[a] not in side_labels, labels[a], a) if (prev is None) != (nxt_ is None)
+                      else (labels[a], a))
             slots = [prev, None, nxt_]
-            for s in (0, 1, 2):
-                if slots[s] is None:
-                    slots[s] = rest.pop(0)
+            if slots[0] is None and slots[2] is not None:
+                slots[1], slots[0] = rest[0], rest[1]          # side first, the other is the chain start
+            elif slots[2] is None and slots[0] is not None:
+                slots[1], slots[2] = rest[0], rest[1]
+            else:
+                for s_ in (0, 1, 2):
+                    if slots[s_] is None:
+                        slots[s_] = rest.pop(0)
             rows.append((c, *slots, h))
             near = nx.single_source_shortest_path_length(g, c, cutoff=KIND_RADIUS)
             kinds.append(_label(g, types, near, c))

@@ -70,10 +70,10 @@ def test_trajectory_streams_all_frames_to_pdb_and_xtc(shipped, tmp_path):
 def test_default_model_follows_the_topology(shipped):
     root = shipped
     sps = read_topology(root / "topologies/sps.top")
-    assert resolve_model(None, sps, read_mapping([root / "mappings/sps.map"], sps).flat()).stem == "sps"
+    assert resolve_model(None, read_mapping([root / "mappings/sps.map"], sps)).stem == "sps"
     # the chemically specific model does not fit octane; the transferred one does
     octane = read_topology(root / "topologies/octane.top")
-    assert resolve_model(None, octane, read_mapping([root / "mappings/octane.map"], octane).flat()).stem == "transfer"
+    assert resolve_model(None, read_mapping([root / "mappings/octane.map"], octane)).stem == "transfer"
 
 
 def test_no_fitting_model_is_a_clear_error(shipped, tmp_path):
@@ -82,12 +82,12 @@ def test_no_fitting_model_is_a_clear_error(shipped, tmp_path):
     # bead types no shipped model knows
     text = (root / "tests/data/toy.map").read_text().replace(" A\n", " Q\n").replace(" B\n", " R\n")
     (tmp_path / "toy.map").write_text(text)
-    mflat = read_mapping([tmp_path / "toy.map"], toy).flat()
-    assert set(map(str, mflat.bead_types)) == {"Q", "R"}
+    smap = read_mapping([tmp_path / "toy.map"], toy)
+    assert set(map(str, smap.flat().bead_types)) == {"Q", "R"}
     with pytest.raises(ModelFileError, match="no shipped model fits"):
-        resolve_model(None, toy, mflat)
+        resolve_model(None, smap)
     with pytest.raises(ModelFileError, match="unknown model"):
-        resolve_model("nonsense", toy, mflat)
+        resolve_model("nonsense", smap)
 
 
 @pytest.mark.slow

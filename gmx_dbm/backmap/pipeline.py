@@ -26,12 +26,12 @@ class Backmapper:
     frame. ``steps`` is the chain run on every frame."""
 
     def __init__(self, models: S.Models, meta: dict, card: ModelCard, settings: SamplerSettings, flat, mflat,
-                 steps: list, stereo_centres=None, stereo_signs=None, dynamics=None, model_path=None):
+                 steps: list, stereo_targets=None, dynamics=None, model_path=None):
         self.models = models
         self.meta, self.card, self.settings = meta, card, settings
         self.flat, self.mflat = flat, mflat
         self.steps = steps
-        self.stereo_centres, self.stereo_signs = stereo_centres, stereo_signs
+        self.stereo_targets = stereo_targets
         self.dynamics = dynamics
         self.model_path = model_path
 
@@ -55,9 +55,9 @@ class Backmapper:
         params = None if mdp is None else RunParameters.read(mdp)
         flat = system.flat()
         mflat = mapping.flat()
-        path = resolve_model(model, system, mflat)
+        path = resolve_model(model, mapping)
         meta = read_model_meta(path)
-        why = model_fits(meta, system, mflat)
+        why = model_fits(meta, mapping)
         if why is not None:
             raise ModelFileError(f"model cannot backmap this system: {why}", path=path)
         gen, meta = load_model(path, device="cpu")
@@ -80,7 +80,7 @@ class Backmapper:
                      s.sources["forcefield"], describe_nonbonded(s.forcefield))
         from ..stereo import find_centres
         ch_centres = find_centres(flat)
-        centres, signs = _stereo_targets(stereo, flat, card, ch_centres, path)
+        targets = _stereo_targets(stereo, flat, card, ch_centres, path)
 
         projector = None
         chain = [S.Generate(models, s)]
@@ -91,20 +91,22 @@ class Backmapper:
         # after the projection and the redraws: projecting a distorted frame onto the bond lengths can
         # itself invert centres, and a redrawn bead can leave a hydrogen on the wrong side
         if len(ch_centres):
-            chain.append(S.RepairStereo(models, ch_centres, centres, signs, projector))
+            chain.append(S.RepairStereo(models, ch_centres, targets, projector))
         dynamics = None
         if s.md_steps:
             from ..ff.dynamics import RestrainedLangevin
             bonds, lengths = (projector.bonds, projector.lengths) if projector is not None else (None, None)
-            chiral = (centres, signs) if signs is not None else None
+            chiral = None
+            if targets is not None and len(targets.centres):
+                chiral = (targets.centres, np.ones(len(targets.centres), dtype=np.int64))   # set per frame
             dynamics = RestrainedLangevin(flat, mflat.centre, s.temperature, s.md_steps, bonds=bonds,
                                           lengths=lengths, chiral=chiral, hydrogens=ch_centres,
                                           nonbonded=s.forcefield)
-            chain.append(S.Thermalise(dynamics, centres, signs))   # holds the constrained bonds itself: no polish
+            chain.append(S.Thermalise(dynamics, targets))   # holds the constrained bonds itself: no polish
         elif projector is not None and s.proposals > 1:
             chain.append(S.Polish(models, s, projector))
         chain.append(S.Wrap())
-        return cls(models, meta, card, settings, flat, mflat, chain, centres, signs, dynamics, path)
+        return cls(models, meta, card, settings, flat, mflat, chain, targets, dynamics, path)
 
     @torch.no_grad()
     def frame(self, centres: np.ndarray, box: np.ndarray, index: int = 0) -> np.ndarray:
@@ -116,14 +118,17 @@ class Backmapper:
         return work.positions
 
 
-def _stereo_targets(stereo, flat, card: ModelCard, ch_centres, model_path) -> tuple:
-    """(centres (k, 5), signs (k,)) whose handedness is enforced, or (None, None)."""
+def _stereo_targets(stereo, flat, card: ModelCard, ch_centres, model_path):
+    """The handedness targets (``stereo.FixedTargets`` / ``stereo.PatternTargets``), or None. 'auto': the
+    model card's tacticity pattern (any chain length), else its table of centres (its training molecules)."""
     from .. import stereo as st
     if stereo is None or str(stereo) == "none":
-        return None, None
+        return None
     if str(stereo) == "auto":
-        table = card.stereo
         source = f"model {Path(model_path).name}"
+        if card.tacticity.get("counts"):
+            return _pattern_targets(flat, card.tacticity, source)
+        table = card.stereo
     else:
         frames = list(read_frames(stereo))
         if frames and frames[0].n_atoms != flat.n_atoms:
@@ -135,4 +140,23 @@ def _stereo_targets(stereo, flat, card: ModelCard, ch_centres, model_path) -> tu
         source = str(stereo)
     centres, signs = st.targets(flat, table, ch_centres)
     log.info("handedness of %d tetrahedral centres fixed (from %s)", len(signs), source)
-    return centres, signs
+    return st.FixedTargets(centres, signs)
+
+
+def _pattern_targets(flat, tacticity: dict, source: str):
+    from .. import stereo as st
+    chain = st.ChainCentres(flat)
+    relations = tacticity.get("relations") or st.tacticity_relations(tacticity.get("counts", {}))
+    targets = st.PatternTargets(chain, relations)
+    if not relations:
+        log.warning("%s: its training data has no uniform tacticity (%s): the handedness of tetrahedral "
+                    "centres is not enforced", source, st.describe_tacticity(tacticity))
+        return None
+    left = len(chain.centres) - len(targets.centres)
+    log.info("tacticity pattern from %s, %s: handedness of %d of %d tetrahedral centres in %d chain(s) "
+             "enforced; each chain's absolute handedness follows the generated frame", source,
+             st.describe_tacticity(tacticity), len(targets.centres), len(chain.centres), targets.n_chains)
+    if left:
+        log.warning("%d tetrahedral centre(s) not covered by the tacticity pattern (pairs of centres unlike "
+                    "any in the training data, or an inconsistent ring of centres): not enforced", left)
+    return targets

@@ -42,6 +42,7 @@ class FrameWork:
     rng: torch.Generator
     state: FrameState | None = None
     positions: torch.Tensor | None = None   # (N, 3) float32, unwrapped around their beads
+    stereo_signs: np.ndarray | None = None  # this frame's handedness targets (``RepairStereo``)
     log: dict = field(default_factory=dict)
 
 
@@ -106,26 +107,29 @@ def _redraw(models: Models, w: FrameWork, beads, projector) -> None:
 
 class RepairStereo:
     """Tetrahedral CH centres: hydrogens left on their heavy neighbours' side go opposite them (always);
-    with a handedness table, centres of the wrong handedness get their beads redrawn by the generator
-    (new noise, every other atom present; up to STEREO_REDRAWS rounds, the later ones redrawing the beads
-    of the centre's neighbours too), and the few left are mirrored back (``stereo.repair``)."""
+    with handedness targets (``stereo.FixedTargets`` from a table or template, ``stereo.PatternTargets``
+    from a tacticity pattern, decided here from the generated frame), centres of the wrong handedness get
+    their beads redrawn by the generator (new noise, every other atom present; up to STEREO_REDRAWS
+    rounds, the later ones redrawing the beads of the centre's neighbours too), and the few left are
+    mirrored back (``stereo.repair``)."""
 
-    def __init__(self, models: Models, ch_centres, centres=None, signs=None, projector=None):
+    def __init__(self, models: Models, ch_centres, targets=None, projector=None):
         self.m = models
         self.ch_centres = ch_centres
-        self.centres, self.signs = centres, signs
+        self.targets = targets
         self.projector = projector
 
     def __call__(self, w: FrameWork) -> None:
         from ..stereo import handedness, place_hydrogens, repair
         box64 = np.asarray(w.box, dtype=np.float64)
         x, n_h = place_hydrogens(w.positions.double().numpy(), box64, self.ch_centres)
-        if self.signs is None or not len(self.signs):
+        if self.targets is None or not len(self.targets.centres):
             log.info("frame %d: %d of %d CH hydrogens moved off their heavy neighbours' side", w.index, n_h,
                      len(self.ch_centres))
             w.positions = w.state.positions = torch.from_numpy(x).float()
             return
-        cen, signs = self.centres, self.signs
+        cen = self.targets.centres
+        signs = w.stereo_signs = self.targets.signs(x, box64)
         wrong = handedness(x, box64, cen) != signs
         first = int(wrong.sum())
         for attempt in range(STEREO_REDRAWS):
@@ -138,6 +142,7 @@ class RepairStereo:
             n_h += moved
             wrong = handedness(x, box64, cen) != signs
         x, n_inv = repair(x, box64, cen, signs)
+        w.log["stereo_inverted"] = first
         log.info("frame %d: %d CH hydrogens moved off their heavy neighbours' side; %d of %d centres came out "
                  "inverted, %d after redrawing their beads (mirrored back)", w.index, n_h, first, len(signs), n_inv)
         w.positions = w.state.positions = torch.from_numpy(x).float()
@@ -182,20 +187,22 @@ class Thermalise:
     crossing its neighbours' plane; measured: 1 of 27 on three sPS chains) is mirrored back
     (``stereo.repair``) and the frame gets SETTLE_STEPS more steps, so that the mirrored atoms settle."""
 
-    def __init__(self, dynamics, centres=None, signs=None):
+    def __init__(self, dynamics, targets=None):
         self.dynamics = dynamics
-        self.centres, self.signs = centres, signs
+        self.targets = targets
 
     def __call__(self, w: FrameWork) -> None:
         t0 = time.perf_counter()
-        x = self.dynamics.run(w.positions, w.box, w.centres, w.rng)
-        if self.signs is not None and len(self.signs):
+        signs = w.stereo_signs
+        x = self.dynamics.run(w.positions, w.box, w.centres, w.rng, chiral_signs=signs)
+        if signs is not None and len(signs):
             from ..stereo import repair
-            x, n_inv = repair(x, np.asarray(w.box, dtype=np.float64), self.centres, self.signs)
+            x, n_inv = repair(x, np.asarray(w.box, dtype=np.float64), self.targets.centres, signs)
             if n_inv:
                 log.info("frame %d: %d centres inverted during the thermalisation, mirrored back and settled "
                          "(%d steps)", w.index, n_inv, SETTLE_STEPS)
-                x = self.dynamics.run(torch.from_numpy(x), w.box, w.centres, w.rng, steps=SETTLE_STEPS)
+                x = self.dynamics.run(torch.from_numpy(x), w.box, w.centres, w.rng, steps=SETTLE_STEPS,
+                                      chiral_signs=signs)
         w.positions = torch.from_numpy(x)
         w.log["thermalise_s"] = time.perf_counter() - t0
         log.info("frame %d: generated in %.1f s, thermalised (%d steps, %d pair-list builds) in %.1f s", w.index,

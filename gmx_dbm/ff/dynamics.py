@@ -248,10 +248,13 @@ class RestrainedLangevin:
         return i, j, shift, c6, c12, qq
 
     @torch.no_grad()
-    def run(self, positions, box, centres, rng: torch.Generator, steps: int | None = None):
+    def run(self, positions, box, centres, rng: torch.Generator, steps: int | None = None, chiral_signs=None):
         """positions (N, 3) nm (unwrapped around their beads), box (3, 3), centres (n_beads, 3) nm ->
         thermalised positions (N, 3) float64 numpy after ``steps`` (default: ``self.steps``) steps. Random
-        numbers come from ``rng`` only."""
+        numbers come from ``rng`` only. ``chiral_signs``: this frame's handedness targets of the ``chiral``
+        centres (a tacticity pattern decides them per frame), replacing the ones given at construction."""
+        if chiral_signs is not None and self.chiral is not None:
+            self.chiral = (self.chiral[0], torch.as_tensor(np.asarray(chiral_signs), dtype=self.dtype))
         box_np = np.asarray(box, dtype=np.float64)
         self._fit_cutoff(box_np)
         box = torch.as_tensor(box_np, dtype=self.dtype)
