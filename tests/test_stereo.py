@@ -106,3 +106,76 @@ def test_place_hydrogens_across_the_periodic_boundary():
 
 def _unit(v):
     return v / np.linalg.norm(v)
+
+
+# ------------------------------------------------------------------------------------------- tacticity
+@pytest.fixture(scope="module")
+def sps3(root):
+    d = root / "tests" / "data" / "sps3"
+    flat = read_topology(d / "sps3.top").flat()
+    fr = read_frame(d / "aa.gro")
+    return flat, fr.positions, fr.box
+
+
+def test_chain_centres_are_oriented_along_the_chain(sps):
+    ch = stereo.ChainCentres(sps)
+    base = stereo.find_centres(sps)
+    assert len(ch.centres) == len(base) == 36 * 9
+    assert len(ch.pairs) == 36 * 8          # consecutive backbone centres, two bonds apart
+    types = np.asarray(sps.types)
+    # prev and next are backbone carbons, side the ring's ipso carbon
+    assert set(types[ch.centres[:, 1]]) == {"C"} and set(types[ch.centres[:, 3]]) == {"C"}
+    assert set(types[ch.centres[:, 2]]) == {"C_AR"}
+    assert (ch.centres[:, 1] < ch.centres[:, 0]).all()
+    # the chain's first centre is its own kind; all others are inner ones
+    assert len(set(ch.kinds)) == 2 and len(set(ch.kinds[::9])) == 1
+
+
+def test_tacticity_of_syndiotactic_frames_alternates(sps3):
+    flat, x, box = sps3
+    tac = stereo.merge_tacticity([stereo.learn_tacticity(flat, [(x, box)])])
+    assert set(tac["relations"].values()) == {-1} and sum(sum(c) for c in tac["counts"].values()) == 3 * 8
+    assert stereo.describe_tacticity(tac).startswith("syndiotactic")
+    # a mirrored frame has the same relative pattern: absolute handedness is not part of tacticity
+    assert stereo.learn_tacticity(flat, [(-x, box)])["counts"] == tac["counts"]
+
+
+def test_pattern_targets_follow_each_chains_majority(sps3):
+    flat, x, box = sps3
+    tac = stereo.merge_tacticity([stereo.learn_tacticity(flat, [(x, box)])])
+    pt = stereo.PatternTargets(stereo.ChainCentres(flat), tac["relations"])
+    assert pt.n_chains == 3 and len(pt.centres) == 27
+    ref = stereo.handedness(x, box, pt.centres)
+    assert np.array_equal(pt.signs(x, box), ref)
+    # chain 2 mirrored as a whole: its targets follow it, the other chains keep theirs
+    y = np.array(x)
+    chain2 = np.asarray(flat.mol_index) == 1
+    y[chain2] = -y[chain2]
+    s = pt.signs(y, box)
+    in2 = chain2[pt.centres[:, 0]]
+    assert np.array_equal(s[in2], -ref[in2]) and np.array_equal(s[~in2], ref[~in2])
+    # one centre inverted: the chain's majority wins, so that centre is the one to repair
+    y, _ = stereo.repair(x, box, pt.centres[4:5], -ref[4:5])
+    s = pt.signs(y, box)
+    assert np.array_equal(s, ref) and (stereo.handedness(y, box, pt.centres) != s).sum() == 1
+
+
+def test_atactic_data_gives_no_pattern(sps3):
+    flat, x, box = sps3
+    ch = stereo.ChainCentres(flat)
+    y, _ = stereo.repair(x, box, ch.centres[::2], -stereo.handedness(x, box, ch.centres[::2]))
+    tac = stereo.merge_tacticity([stereo.learn_tacticity(flat, [(x, box), (y, box)], ch)])
+    assert tac["relations"] == {} and stereo.describe_tacticity(tac).startswith("atactic")
+
+
+def test_pattern_covers_other_chain_lengths(root, sps3):
+    """The pattern learnt on 10-mers applies to the 3-, 6- and 10-mers cut from them."""
+    flat10, x, box = sps3
+    tac = stereo.merge_tacticity([stereo.learn_tacticity(flat10, [(x, box)])])
+    d = root / "tests" / "data" / "sps_mix"
+    flat = read_topology(d / "topol.top").flat()
+    fr = read_frame(d / "aa.gro")
+    pt = stereo.PatternTargets(stereo.ChainCentres(flat), tac["relations"])
+    assert len(pt.centres) == 9 + 2 + 5 and pt.n_chains == 3 and pt.n_unknown_pairs == 0
+    # the cut chains are syndiotactic pieces of the reference: the targets are their handedness
+    assert np.array_equal(pt.signs(fr.positions, fr.box), stereo.handedness(fr.positions, fr.box, pt.centres))

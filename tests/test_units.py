@@ -203,3 +203,19 @@ def test_mapping_command_error_exit_code_2(tmp_path, capsys):
     assert main(["mapping", "-p", str(top), "-m", str(MAPS / "cumene.map")]) == 2
     err = capsys.readouterr().err
     assert "moleculetype PS3" in err and err.count("\n") == 1
+
+
+def test_specific_model_fits_by_bead_chemistry(tmp_path):
+    """The shipped sps model takes any sPS chain length and mixtures, and refuses a bead it never saw,
+    naming it, even when its bead and atom types are known."""
+    from gmx_dbm.backmap import model_fits, shipped_model_path
+    from gmx_dbm.model.checkpoint import read_model_meta
+    meta = read_model_meta(shipped_model_path("sps"))
+    mix = read_topology(write_sps_top(tmp_path, {20: 2, 3: 4, 7: 1}))
+    assert model_fits(meta, read_mapping([MAPS / "sps.map"], mix)) is None
+    octane = read_topology(ROOT / "topologies" / "octane.top")
+    as_bb = tmp_path / "octane_bb.map"
+    as_bb.write_text((MAPS / "octane.map").read_text().replace("  B      B ", "  B      BB "))
+    why = model_fits(meta, read_mapping([as_bb], octane))
+    assert why.startswith("it is chemically specific and never saw bead 1 (B1) of moleculetype L49C")
+    assert "bead type BB, atoms C:2 H:5" in why
