@@ -259,3 +259,15 @@ def test_backmap_takes_mapping_files_either_way(argv):
     from gmx_dbm.cli import build_parser
     args = build_parser().parse_args(["backmap", "-c", "cg.gro", "-p", "a.top", "-o", "o.gro", *argv])
     assert args.mapping == ["A", "B"]
+
+
+def test_frame_selection_of_the_command_line():
+    import argparse
+
+    from gmx_dbm.commands.backmap import frame_selection
+    assert [i for i in range(10) if i in frame_selection("2:8:3")] == [2, 5]
+    assert [i for i in range(6) if i in frame_selection("3:")] == [3, 4, 5]
+    assert [i for i in range(10) if i in frame_selection("0,5,9")] == [0, 5, 9]
+    for bad in ("a:b", "-1:4", "0:4:0", "1,-2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            frame_selection(bad)

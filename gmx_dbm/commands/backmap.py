@@ -49,6 +49,8 @@ def add_arguments(p):
     p.add_argument("--no-quality", action="store_true",
                    help="skip the per-frame quality report (clashes, energies per term, warnings)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical output)")
+    p.add_argument("--frames", default=None, metavar="SEL", type=frame_selection,
+                   help="backmap only these CG frames (0-based): a slice START:STOP[:STEP] or a list 0,5,9")
     p.add_argument("--constraints", default="auto", choices=["auto", "none", "h-bonds", "all-bonds"],
                    help="project bonds onto their topology lengths (auto: as -f MDP's constraints, else as the "
                         "model's training data)")
@@ -62,6 +64,37 @@ def add_arguments(p):
     from ._relax_args import add_relax_options
     add_relax_options(p)
     # ---- end of relaxation options ----
+
+
+class FrameSelection:
+    """Frame indices from START:STOP[:STEP] (open ends allowed) or a comma list; supports ``in``."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.items = None
+        if ":" in text:
+            parts = [int(x) if x.strip() else None for x in text.split(":")]
+            if len(parts) > 3 or any(x is not None and x < 0 for x in parts) or (len(parts) == 3 and parts[2] == 0):
+                raise ValueError(text)
+            self.start, self.stop = parts[0] or 0, parts[1]
+            self.step = (parts[2] if len(parts) == 3 else None) or 1
+        else:
+            self.items = {int(x) for x in text.split(",")}
+            if any(x < 0 for x in self.items):
+                raise ValueError(text)
+
+    def __contains__(self, i: int) -> bool:
+        if self.items is not None:
+            return i in self.items
+        return i >= self.start and (self.stop is None or i < self.stop) and (i - self.start) % self.step == 0
+
+
+def frame_selection(text: str) -> FrameSelection:
+    try:
+        return FrameSelection(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP[:STEP] or a list 0,5,9 of frame indices "
+                                         f"(0-based, not negative), got {text!r}") from None
 
 
 def stereo_choice(args):
@@ -86,7 +119,7 @@ def run(args) -> int:
             defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
             proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, quality=not args.no_quality,
             md_steps=args.md_steps, temperature=args.temperature, stereo=stereo_choice(args), mdp=args.mdp,
-            progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
+            frames=args.frames, progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
     return 0
 
 
@@ -100,5 +133,5 @@ def _relax_after_backmap(args) -> int:
                        device=args.device, select_temperature=args.select_temperature,
                        proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps,
                        temperature=args.temperature, quality=not args.no_quality, stereo=stereo_choice(args),
-                       mdp=args.mdp)
+                       mdp=args.mdp, frames=args.frames)
     return 0
