@@ -444,6 +444,8 @@ def match_molecule(mt, units, files: str) -> tuple:
         raise MappingError(f"moleculetype {mt.name} cannot be cut into the units of these mapping files: "
                            f"{problem}{more}", path=files)
     ordered, prev, nxt = found
+    if residue_reason:
+        log.info("moleculetype %s: not matched by residue (%s); matched by its bond graph", mt.name, residue_reason)
     return ordered, prev, nxt, "graph"
 
 
