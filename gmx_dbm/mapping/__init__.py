@@ -1,7 +1,7 @@
 """Coarse-grained mappings: which atoms each bead generates, where bead centres are, local-frame axes.
 
 ``read_mapping`` reads every supported format (``reader``); ``Mapper`` / ``map_trajectory`` map
-all-atom frames to CG frames; ``write_molecule_mapping`` writes the expanded per-molecule form.
+all-atom frames to CG frames; ``write_expanded`` writes the expanded per-molecule form.
 """
 from .mapper import Mapper, map_positions, map_trajectory
 from .model import Bead, FlatMapping, MoleculeMapping, SystemMapping, default_align
