@@ -82,7 +82,7 @@ def main():
                 step(work)
         x = work.positions.double().numpy()
         s_gen = stereo.handedness(x, work.box, targets.centres)
-        chosen = targets.signs(x, work.box)
+        chosen = targets.signs(x, work.box, beads=work.centres)
         rows["generated centres as the reference"].append(np.mean(s_gen == s_ref))
         rows["chains chosen as the reference"].append(
             np.mean([np.all(chosen[mol == m] == s_ref[mol == m]) for m in np.unique(mol)]))

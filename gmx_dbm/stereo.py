@@ -298,31 +298,83 @@ class ChainCentres:
         return [f"{self.kinds[a]}>{self.kinds[b]}" for a, b in self.pairs.tolist()]
 
 
-def learn_tacticity(flat, frames, chain: ChainCentres | None = None) -> dict:
+def cg_triples(centres: np.ndarray, atom_bead, bead_types, cg_bonds) -> np.ndarray:
+    """(m, 4) beads (B, B_prev, B_next, S) per centre: B holds the centre atom, B_prev / B_next are its
+    CG-bonded beads of B's own type (lower / higher index: the backbone), S the one of another type (the
+    side group); a row of -1 where the centre's bead is not bonded that way (chain ends, one-bead
+    monomers)."""
+    atom_bead = np.asarray(atom_bead)
+    types = np.asarray(bead_types)
+    nb = [[] for _ in range(len(types))]
+    for i, j in np.asarray(cg_bonds).reshape(-1, 2).tolist():
+        nb[i].append(j)
+        nb[j].append(i)
+    out = np.full((len(centres), 4), -1, dtype=np.int64)
+    for k, c in enumerate(np.asarray(centres)[:, 0].tolist()):
+        b = int(atom_bead[c])
+        same = sorted(x for x in nb[b] if types[x] == types[b])
+        other = [x for x in nb[b] if types[x] != types[b]]
+        if len(same) == 2 and len(other) == 1:
+            out[k] = (b, same[0], same[1], other[0])
+    return out
+
+
+def cg_handedness(triples: np.ndarray, beads, box) -> np.ndarray:
+    """(m,) sign((B_prev - B) x (B_next - B) . (S - B)) of the CG beads, 0 where ``triples`` has none."""
+    out = np.zeros(len(triples), dtype=np.int64)
+    ok = triples[:, 0] >= 0
+    if not ok.any():
+        return out
+    t = triples[ok]
+    x = np.asarray(beads, dtype=np.float64)
+    v = [minimum_image(x[t[:, k]] - x[t[:, 0]], box) for k in (1, 2, 3)]
+    out[ok] = np.sign(np.einsum("ij,ij->i", np.cross(v[0], v[1]), v[2])).astype(np.int64)
+    return out
+
+
+def learn_tacticity(flat, frames, chain: ChainCentres | None = None, triples: np.ndarray | None = None) -> dict:
     """Counts of equal and opposite oriented handedness of consecutive centres per pair kind in all-atom
-    frames (iterable of (positions, box)): {'counts': {pair kind: [equal, opposite]}}."""
+    frames (iterable of (positions, box), or (positions, box, CG beads) with ``triples`` from
+    ``cg_triples``): {'counts': {pair kind: [equal, opposite]}, 'cg': [agree, disagree]}, 'cg' counting
+    how often the CG beads' handedness (``cg_handedness``) equals the centre's."""
     chain = ChainCentres(flat) if chain is None else chain
     counts: dict = {}
+    cg = [0, 0]
     if not len(chain.pairs):
         return {"counts": counts}
     keys = chain.pair_keys()
-    for positions, box in frames:
+    for frame in frames:
+        positions, box = frame[0], frame[1]
         s = handedness(positions, box, chain.centres)
         rel = s[chain.pairs[:, 0]] * s[chain.pairs[:, 1]]
         for key, r in zip(keys, rel.tolist()):
             c = counts.setdefault(key, [0, 0])
             c[0 if r > 0 else 1] += 1
-    return {"counts": counts}
+        if triples is not None and len(frame) > 2:
+            s_cg = cg_handedness(triples, frame[2], box)
+            seen = s_cg != 0
+            cg[0] += int((s_cg[seen] == s[seen]).sum())
+            cg[1] += int((s_cg[seen] != s[seen]).sum())
+    out = {"counts": counts}
+    if sum(cg):
+        out["cg"] = cg
+    return out
 
 
 def merge_tacticity(parts) -> dict:
     counts: dict = {}
+    cg = [0, 0]
     for part in parts:
         for key, (eq, op) in (part or {}).get("counts", {}).items():
             c = counts.setdefault(key, [0, 0])
             c[0] += int(eq)
             c[1] += int(op)
-    return {"counts": counts, "relations": tacticity_relations(counts)}
+        for k, v in enumerate((part or {}).get("cg", (0, 0))):
+            cg[k] += int(v)
+    out = {"counts": counts, "relations": tacticity_relations(counts)}
+    if sum(cg):
+        out["cg"] = cg
+    return out
 
 
 def tacticity_relations(counts: dict) -> dict:
@@ -355,9 +407,11 @@ def describe_tacticity(tacticity: dict) -> str:
 class PatternTargets:
     """Handedness targets from a tacticity pattern. Each chain (centres joined by pairs whose relation is
     known) has two assignments the pattern allows; per frame, the one that more of the generated centres
-    already have is taken (ties: the CG geometry is not consulted; +1 for the chain's first centre)."""
+    already have is taken. A tie (a short chain with one centre generated each way) is broken by the CG
+    beads: ``triples`` (``cg_triples``) and ``cg_sign``, the sign relating ``cg_handedness`` to the
+    centres' handedness in the training data; then by +1."""
 
-    def __init__(self, chain: ChainCentres, relations: dict):
+    def __init__(self, chain: ChainCentres, relations: dict, triples: np.ndarray | None = None, cg_sign: int = 0):
         self.chain = chain
         rel = np.array([relations.get(k, 0) for k in chain.pair_keys()], dtype=np.int64)
         m = len(chain.centres)
@@ -391,19 +445,25 @@ class PatternTargets:
         del parent
         keep = (component >= 0) & ~np.isin(component, list(bad))
         self.centres = chain.centres[keep]
+        self.triples = None if triples is None or not cg_sign else np.asarray(triples)[keep]
+        self.cg_sign = int(cg_sign)
         self.component = component[keep]
         self.relative = self.relative[keep]
         self.n_chains = len(np.unique(self.component))
         self.n_unknown_pairs = int((rel == 0).sum())
         self.n_inconsistent = len(bad)
 
-    def signs(self, positions, box) -> np.ndarray:
+    def signs(self, positions, box, beads=None) -> np.ndarray:
         if not len(self.centres):
             return np.zeros(0, dtype=np.int64)
         s = handedness(positions, box, self.centres)
-        vote = np.zeros(self.component.max() + 1)
+        n = self.component.max() + 1
+        vote = np.zeros(n)
         np.add.at(vote, self.component, s * self.relative)
-        choice = np.where(vote >= 0, 1, -1)
+        tie = np.zeros(n)
+        if beads is not None and self.triples is not None:
+            np.add.at(tie, self.component, self.cg_sign * cg_handedness(self.triples, beads, box) * self.relative)
+        choice = np.where(vote > 0, 1, np.where(vote < 0, -1, np.where(tie < 0, -1, 1)))
         return choice[self.component] * self.relative
 
 
@@ -413,5 +473,5 @@ class FixedTargets:
     def __init__(self, centres: np.ndarray, signs: np.ndarray):
         self.centres, self._signs = centres, np.asarray(signs, dtype=np.int64)
 
-    def signs(self, positions=None, box=None) -> np.ndarray:
+    def signs(self, positions=None, box=None, beads=None) -> np.ndarray:
         return self._signs

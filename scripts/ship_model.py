@@ -105,15 +105,19 @@ def card_from_config(path) -> dict:
     from gmx_dbm.mapping.chemistry import bead_signatures
     from gmx_dbm.train.config import resolve_config
     from gmx_dbm.train.data import load_structures
+    from gmx_dbm.mapping import Mapper
     cfg = resolve_config(path)
     chemistry, parts = set(), []
     for ds in cfg.data:
         system, mapping = load_structures(ds)
         chemistry.update(bead_signatures(mapping))
-        flat = system.flat()
+        flat, mflat = system.flat(), mapping.flat()
         chain = stereo.ChainCentres(flat)
-        for aa in ds.aa:
-            parts.append(stereo.learn_tacticity(flat, ((f.positions, f.box) for f in read_frames(aa)), chain))
+        triples = stereo.cg_triples(chain.centres, mflat.atom_bead, mflat.bead_types, mflat.cg_bonds)
+        mapper = Mapper(system, mapping)
+        for aa in ds.aa:   # the CG beads of each frame: the mapping of its all-atom frame
+            parts.append(stereo.learn_tacticity(
+                flat, ((f.positions, f.box, mapper.map(f).positions) for f in read_frames(aa)), chain, triples))
     return {"chemistry": sorted(chemistry), "tacticity": stereo.merge_tacticity(parts)}
 
 

@@ -179,3 +179,35 @@ def test_pattern_covers_other_chain_lengths(root, sps3):
     assert len(pt.centres) == 9 + 2 + 5 and pt.n_chains == 3 and pt.n_unknown_pairs == 0
     # the cut chains are syndiotactic pieces of the reference: the targets are their handedness
     assert np.array_equal(pt.signs(fr.positions, fr.box), stereo.handedness(fr.positions, fr.box, pt.centres))
+
+
+def test_cg_beads_break_a_tie_of_a_short_chain(root, sps3):
+    """A chain whose generated centres split evenly takes the assignment the CG beads favour."""
+    from gmx_dbm.mapping import Mapper, read_mapping
+    flat10, x, box = sps3
+    d = root / "tests" / "data" / "sps_mix"
+    system = read_topology(d / "topol.top")
+    flat = system.flat()
+    smap = read_mapping([root / "mappings" / "sps.map"], system)
+    fr = read_frame(d / "aa.gro")
+    beads = Mapper(system, smap).map(fr).positions
+    mflat = smap.flat()
+    chain = stereo.ChainCentres(flat)
+    triples = stereo.cg_triples(chain.centres, mflat.atom_bead, mflat.bead_types, mflat.cg_bonds)
+    assert (triples[:, 0] >= 0).sum() == 16 - 3     # every centre but the first of each chain
+    tac = stereo.merge_tacticity([stereo.learn_tacticity(flat, [(fr.positions, fr.box, beads)], chain, triples)])
+    agree, disagree = tac["cg"]
+    cg_sign = 1 if agree > disagree else -1
+    pt = stereo.PatternTargets(chain, tac["relations"], triples, cg_sign)
+    ref = stereo.handedness(fr.positions, fr.box, pt.centres)
+    three = np.flatnonzero(np.asarray(flat.mol_type)[np.asarray(flat.mol_index)[pt.centres[:, 0]]] == "PS3")
+    assert len(three) == 2
+    # invert one of the 3-mer's two centres: a tie; the CG beads decide
+    y, _ = stereo.repair(fr.positions, fr.box, pt.centres[three[:1]], -ref[three[:1]])
+    s_cg = cg_sign * stereo.cg_handedness(pt.triples, beads, fr.box)[three] * pt.relative[three]
+    want = 1 if s_cg.sum() >= 0 else -1
+    got = pt.signs(y, fr.box, beads=beads)[three]
+    assert np.array_equal(got, want * pt.relative[three])
+    assert s_cg.sum() != 0
+    flipped = stereo.PatternTargets(chain, tac["relations"], triples, -cg_sign)
+    assert np.array_equal(flipped.signs(y, fr.box, beads=beads)[three], -got)

@@ -80,7 +80,7 @@ class Backmapper:
                      s.sources["forcefield"], describe_nonbonded(s.forcefield))
         from ..stereo import find_centres
         ch_centres = find_centres(flat)
-        targets = _stereo_targets(stereo, flat, card, ch_centres, path)
+        targets = _stereo_targets(stereo, flat, card, ch_centres, path, mflat)
 
         projector = None
         chain = [S.Generate(models, s)]
@@ -118,7 +118,7 @@ class Backmapper:
         return work.positions
 
 
-def _stereo_targets(stereo, flat, card: ModelCard, ch_centres, model_path):
+def _stereo_targets(stereo, flat, card: ModelCard, ch_centres, model_path, mflat=None):
     """The handedness targets (``stereo.FixedTargets`` / ``stereo.PatternTargets``), or None. 'auto': the
     model card's tacticity pattern (any chain length), else its table of centres (its training molecules)."""
     from .. import stereo as st
@@ -127,7 +127,7 @@ def _stereo_targets(stereo, flat, card: ModelCard, ch_centres, model_path):
     if str(stereo) == "auto":
         source = f"model {Path(model_path).name}"
         if card.tacticity.get("counts"):
-            return _pattern_targets(flat, card.tacticity, source)
+            return _pattern_targets(flat, card.tacticity, source, mflat)
         table = card.stereo
     else:
         frames = list(read_frames(stereo))
@@ -143,11 +143,16 @@ def _stereo_targets(stereo, flat, card: ModelCard, ch_centres, model_path):
     return st.FixedTargets(centres, signs)
 
 
-def _pattern_targets(flat, tacticity: dict, source: str):
+def _pattern_targets(flat, tacticity: dict, source: str, mflat=None):
     from .. import stereo as st
     chain = st.ChainCentres(flat)
     relations = tacticity.get("relations") or st.tacticity_relations(tacticity.get("counts", {}))
-    targets = st.PatternTargets(chain, relations)
+    agree, disagree = tacticity.get("cg", (0, 0))
+    triples, cg_sign = None, 0
+    if mflat is not None and agree != disagree:
+        triples = st.cg_triples(chain.centres, mflat.atom_bead, mflat.bead_types, mflat.cg_bonds)
+        cg_sign = 1 if agree > disagree else -1
+    targets = st.PatternTargets(chain, relations, triples, cg_sign)
     if not relations:
         log.warning("%s: its training data has no uniform tacticity (%s): the handedness of tetrahedral "
                     "centres is not enforced", source, st.describe_tacticity(tacticity))

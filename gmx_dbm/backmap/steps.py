@@ -129,7 +129,7 @@ class RepairStereo:
             w.positions = w.state.positions = torch.from_numpy(x).float()
             return
         cen = self.targets.centres
-        signs = w.stereo_signs = self.targets.signs(x, box64)
+        signs = w.stereo_signs = self.targets.signs(x, box64, beads=w.centres)
         wrong = handedness(x, box64, cen) != signs
         first = int(wrong.sum())
         for attempt in range(STEREO_REDRAWS):

@@ -303,9 +303,16 @@ class Trainer:
         the pattern backmap applies to chains of any length. Computed once."""
         if getattr(self, "_tacticity", None) is None:
             from .. import stereo
-            self._tacticity = stereo.merge_tacticity(
-                stereo.learn_tacticity(d.recipe.flat, zip(d.aa.double().numpy(), d.box.double().numpy()))
-                for d in self.data)
+            parts = []
+            for d in self.data:
+                r = d.recipe
+                chain = stereo.ChainCentres(r.flat)
+                ab = r.atom_bead
+                cg_bonds = sorted({(min(ab[i], ab[j]), max(ab[i], ab[j])) for i, j in r.graph.edges if ab[i] != ab[j]})
+                triples = stereo.cg_triples(chain.centres, ab, r.bead_types, cg_bonds)
+                parts.append(stereo.learn_tacticity(r.flat, zip(d.aa.double().numpy(), d.box.double().numpy(),
+                                                                d.cg.double().numpy()), chain, triples))
+            self._tacticity = stereo.merge_tacticity(parts)
         return self._tacticity
 
     def reference_stats(self) -> dict | None:
