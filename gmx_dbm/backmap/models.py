@@ -10,7 +10,8 @@ from ..model.card import ModelCard, molecule_signatures
 from ..model.checkpoint import read_model_meta
 from ..model.recipe import FeatureSpec
 
-SHIPPED_MODELS = ("sps", "transfer")
+# chemically specific models first: a CG model of another resolution must not fall to the transferable one
+SHIPPED_MODELS = ("sps", "sps_monomer", "transfer")
 
 
 def shipped_model_path(name: str) -> Path:
