@@ -19,7 +19,7 @@ def add_arguments(p):
                         "electrostatics (rvdw, rcoulomb, coulombtype, epsilon-rf) of the force field the frames "
                         "are thermalised in; --constraints and --temperature given explicitly win")
     p.add_argument("--model", default=None,
-                   help="model: a shipped name (sps, transfer) or a .safetensors path; default: the first "
+                   help="model: a shipped name (sps, sps_monomer, transfer) or a .safetensors path; default: the first "
                         "shipped model that fits the topology")
     p.add_argument("--gibbs", type=int, default=None, help="Gibbs refinement sweeps (paper: 4; default: the model card's)")
     p.add_argument("--orientations", type=int, default=None,
