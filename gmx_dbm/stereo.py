@@ -206,7 +206,6 @@ class ChainCentres:
     centres (rows of ``centres``, lower atom index first). Computed once per moleculetype."""
 
     def __init__(self, flat):
-        import networkx as nx
         base = find_centres(flat)
         mol = np.asarray(flat.mol_index)
         first = _first_atom_of_molecule(flat)
@@ -233,7 +232,6 @@ class ChainCentres:
         self.centres = np.asarray(rows, dtype=np.int64).reshape(-1, 5)
         self.kinds = np.asarray(kinds, dtype=str)
         self.pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-        del nx
 
     @staticmethod
     def _one_molecule(g, heavy, types, sel):
@@ -361,6 +359,14 @@ def learn_tacticity(flat, frames, chain: ChainCentres | None = None, triples: np
     return out
 
 
+def learn_system_tacticity(flat, atom_bead, bead_types, cg_bonds, frames) -> dict:
+    """``learn_tacticity`` over a system's frames (positions, box, CG beads), with its CG triples from the
+    mapping arrays (``atom_bead``, ``bead_types``, ``cg_bonds``)."""
+    chain = ChainCentres(flat)
+    triples = cg_triples(chain.centres, atom_bead, bead_types, cg_bonds)
+    return learn_tacticity(flat, frames, chain, triples)
+
+
 def merge_tacticity(parts) -> dict:
     counts: dict = {}
     cg = [0, 0]
@@ -415,7 +421,6 @@ class PatternTargets:
         self.chain = chain
         rel = np.array([relations.get(k, 0) for k in chain.pair_keys()], dtype=np.int64)
         m = len(chain.centres)
-        parent = list(range(m))
         self.relative = np.zeros(m, dtype=np.int64)
         adj = [[] for _ in range(m)]
         for (a, b), r in zip(chain.pairs.tolist(), rel.tolist()):
@@ -442,7 +447,6 @@ class PatternTargets:
                     elif self.relative[b] != want:
                         bad.add(n_comp)
             n_comp += 1
-        del parent
         keep = (component >= 0) & ~np.isin(component, list(bad))
         self.centres = chain.centres[keep]
         self.triples = None if triples is None or not cg_sign else np.asarray(triples)[keep]

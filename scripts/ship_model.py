@@ -112,12 +112,11 @@ def card_from_config(path) -> dict:
         system, mapping = load_structures(ds)
         chemistry.update(bead_signatures(mapping))
         flat, mflat = system.flat(), mapping.flat()
-        chain = stereo.ChainCentres(flat)
-        triples = stereo.cg_triples(chain.centres, mflat.atom_bead, mflat.bead_types, mflat.cg_bonds)
         mapper = Mapper(system, mapping)
         for aa in ds.aa:   # the CG beads of each frame: the mapping of its all-atom frame
-            parts.append(stereo.learn_tacticity(
-                flat, ((f.positions, f.box, mapper.map(f).positions) for f in read_frames(aa)), chain, triples))
+            parts.append(stereo.learn_system_tacticity(
+                flat, mflat.atom_bead, mflat.bead_types, mflat.cg_bonds,
+                ((f.positions, f.box, mapper.map(f).positions) for f in read_frames(aa))))
     return {"chemistry": sorted(chemistry), "tacticity": stereo.merge_tacticity(parts)}
 
 

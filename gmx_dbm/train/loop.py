@@ -306,12 +306,11 @@ class Trainer:
             parts = []
             for d in self.data:
                 r = d.recipe
-                chain = stereo.ChainCentres(r.flat)
                 ab = r.atom_bead
                 cg_bonds = sorted({(min(ab[i], ab[j]), max(ab[i], ab[j])) for i, j in r.graph.edges if ab[i] != ab[j]})
-                triples = stereo.cg_triples(chain.centres, ab, r.bead_types, cg_bonds)
-                parts.append(stereo.learn_tacticity(r.flat, zip(d.aa.double().numpy(), d.box.double().numpy(),
-                                                                d.cg.double().numpy()), chain, triples))
+                parts.append(stereo.learn_system_tacticity(
+                    r.flat, ab, r.bead_types, cg_bonds,
+                    zip(d.aa.double().numpy(), d.box.double().numpy(), d.cg.double().numpy())))
             self._tacticity = stereo.merge_tacticity(parts)
         return self._tacticity
 
