@@ -1,0 +1,49 @@
+"""The torch device a run uses: one place that parses ``--device`` / a config's ``device`` and refuses a
+device this machine does not have (an ``InputError``: one line, exit code 2)."""
+from __future__ import annotations
+
+from .errors import InputError
+
+
+def resolve_device(name: str | None = "cpu", where: str | None = None):
+    """``cpu``, ``cuda`` or ``cuda:N`` -> ``torch.device``. ``cuda`` means the current CUDA device (under MPI
+    or torchrun the caller sets it per rank first). ``where``: the option or config key, for the message."""
+    import torch
+
+    text = "cpu" if name is None else str(name).strip()
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise InputError(f"unknown device {text!r}: expected cpu, cuda or cuda:N", where=where) from None
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type != "cuda":
+        raise InputError(f"device {text!r} is not supported: expected cpu, cuda or cuda:N", where=where)
+    if not torch.cuda.is_available():
+        build = "a CPU-only PyTorch build" if torch.version.cuda is None else f"CUDA {torch.version.cuda} build"
+        raise InputError(f"device {text!r} requested but no CUDA device is available ({build}, "
+                         f"torch {torch.__version__})", where=where)
+    n = torch.cuda.device_count()
+    index = torch.cuda.current_device() if dev.index is None else dev.index
+    if index >= n:
+        raise InputError(f"device {text!r} requested but this machine has {n} CUDA device(s) (0..{n - 1})",
+                         where=where)
+    return torch.device("cuda", index)
+
+
+def local_device(name: str | None, local_rank: int):
+    """The device of one process of a parallel run: ``cuda`` becomes ``cuda:(local_rank % n_gpus)``;
+    ``cpu`` and an explicit ``cuda:N`` stay as they are."""
+    import torch
+
+    if str(name).strip() == "cuda" and torch.cuda.is_available():
+        return resolve_device(f"cuda:{local_rank % torch.cuda.device_count()}")
+    return resolve_device(name)
+
+
+def generator_for(device) -> "torch.Generator":
+    """A random generator on ``device``; seeded by the caller. Same seed -> same numbers on the same
+    device type (CPU and CUDA streams differ)."""
+    import torch
+
+    return torch.Generator(device=device)
