@@ -15,7 +15,7 @@ import logging
 import sys
 
 from . import __version__
-from .errors import GmxDbmError
+from .errors import GmxDbmError, RankStopped
 
 COMMANDS = ["backmap", "map", "mapping", "energy", "evaluate", "train", "relax"]
 
@@ -56,6 +56,8 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
     try:
         return int(args._run(args) or 0)
+    except RankStopped as exc:   # another MPI rank failed; rank 0 prints the error
+        return exc.code
     except GmxDbmError as exc:
         if debug:
             raise

@@ -41,7 +41,7 @@ def local_device(name: str | None, local_rank: int):
     return resolve_device(name)
 
 
-def generator_for(device) -> "torch.Generator":
+def generator_for(device):
     """A random generator on ``device``; seeded by the caller. Same seed -> same numbers on the same
     device type (CPU and CUDA streams differ)."""
     import torch

@@ -20,13 +20,14 @@ def read_mdp_settings(path) -> NonbondedSettings:
 
 
 def compute_energies(conf, top, mdp=None, defines=None, include_dirs=None, dtype=torch.float64,
-                     settings: NonbondedSettings | None = None) -> dict:
+                     settings: NonbondedSettings | None = None, device: str = "cpu") -> dict:
     """Energies of every frame of ``conf`` (.gro/.xtc/.pdb) with topology ``top``: returns
     {"terms": [...], "frames": [{term: kJ/mol}], "mean": {term: kJ/mol}, "n_atoms": n, "settings": {...}}."""
     system = read_topology(top, defines=defines, include_dirs=include_dirs)
     if settings is None:
         settings = read_mdp_settings(mdp) if mdp else NonbondedSettings()
-    ff = ForceField(system.flat(), settings, dtype=dtype)
+    from .devices import resolve_device
+    ff = ForceField(system.flat(), settings, dtype=dtype, device=resolve_device(device, where="--device"))
     frames = []
     for k, frame in enumerate(read_frames(conf)):
         if k == 0:

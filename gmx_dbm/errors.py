@@ -45,6 +45,16 @@ class TrajectoryError(InputError):
     """A structure or trajectory file that cannot be read or does not fit the topology."""
 
 
+class TruncatedTrajectoryError(TrajectoryError):
+    """A trajectory that ends inside a frame (the run writing it was killed): ``frame`` is the incomplete
+    frame's index; every frame before it is complete."""
+
+    def __init__(self, message: str, path=None, line: int | None = None, where: str | None = None,
+                 frame: int = 0):
+        self.frame = int(frame)
+        super().__init__(message, path=path, line=line, where=where)
+
+
 class ConfigError(InputError):
     """A training/run configuration with unknown keys, wrong types or bad values."""
 
@@ -55,6 +65,15 @@ class ModelFileError(InputError):
 
 class OutputError(GmxDbmError, OSError):
     """An output that cannot be written."""
+
+
+class RankStopped(GmxDbmError):
+    """This MPI rank stopped because the run failed (rank 0 reports the error); ``code`` is the exit code
+    every rank ends with. Nothing to print."""
+
+    def __init__(self, code: int = 2):
+        self.code = int(code)
+        super().__init__(f"stopped: the run failed (exit code {self.code}; rank 0 reports why)")
 
 
 class GromacsError(GmxDbmError):

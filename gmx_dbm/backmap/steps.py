@@ -39,11 +39,19 @@ class FrameWork:
     index: int
     centres: np.ndarray          # (nb, 3) bead centres, nm
     box: np.ndarray              # (3, 3)
-    rng: torch.Generator
+    rng: torch.Generator         # on ``device``
+    device: torch.device = torch.device("cpu")
     state: FrameState | None = None
     positions: torch.Tensor | None = None   # (N, 3) float32, unwrapped around their beads
     stereo_signs: np.ndarray | None = None  # this frame's handedness targets (``RepairStereo``)
     log: dict = field(default_factory=dict)
+
+    def host_positions(self) -> np.ndarray:
+        """The positions as float64 numpy (for the steps written in numpy: stereo, structure checks)."""
+        return self.positions.detach().cpu().double().numpy()
+
+    def set_positions(self, x: np.ndarray) -> None:
+        self.positions = self.state.positions = torch.from_numpy(x).float().to(self.device)
 
 
 @dataclass
@@ -62,7 +70,7 @@ class Generate:
 
     def __call__(self, w: FrameWork) -> None:
         t0 = time.perf_counter()
-        w.state = build_state(self.m.recipe, self.m.grid, w.centres, w.box)
+        w.state = build_state(self.m.recipe, self.m.grid, w.centres, w.box, device=w.device)
         s = self.s
         w.positions = generate_frame(self.m.generator, self.m.recipe, self.m.grid, w.state, w.rng, s.gibbs,
                                      s.orientations, chunk=INFERENCE_CHUNK, temperature=s.select_temperature,
@@ -74,13 +82,14 @@ class Generate:
 class ProjectBonds:
     """Constrained bonds onto their topology lengths (arrays built once per system)."""
 
-    def __init__(self, flat, bonds: torch.Tensor, lengths: torch.Tensor):
-        self.bonds, self.lengths = bonds, lengths
-        self.masses = torch.from_numpy(flat.masses).float()
+    def __init__(self, flat, bonds: torch.Tensor, lengths: torch.Tensor, device=None):
+        dev = torch.device("cpu") if device is None else torch.device(device)
+        self.bonds, self.lengths = bonds.to(dev), lengths.to(dev)
+        self.masses = torch.from_numpy(flat.masses).float().to(dev)
 
     def project(self, positions: torch.Tensor, box) -> torch.Tensor:
-        return constrain_bonds(positions, torch.as_tensor(box, dtype=torch.float32), self.bonds, self.lengths,
-                               self.masses)
+        return constrain_bonds(positions, torch.as_tensor(box, dtype=torch.float32, device=positions.device),
+                               self.bonds, self.lengths, self.masses)
 
     def __call__(self, w: FrameWork) -> None:
         w.positions = self.project(w.positions, w.box)
@@ -99,8 +108,8 @@ def constraint_arrays(flat, constraints: str) -> tuple:
 
 def _redraw(models: Models, w: FrameWork, beads, projector) -> None:
     w.state.positions = w.positions
-    regenerate_beads(models.generator, models.recipe, models.grid, w.state, torch.as_tensor(beads), w.rng,
-                     chunk=INFERENCE_CHUNK)
+    regenerate_beads(models.generator, models.recipe, models.grid, w.state,
+                     torch.as_tensor(np.asarray(beads), device=w.device), w.rng, chunk=INFERENCE_CHUNK)
     w.positions = w.state.positions if projector is None else projector.project(w.state.positions, w.box)
     w.state.positions = w.positions
 
@@ -122,11 +131,11 @@ class RepairStereo:
     def __call__(self, w: FrameWork) -> None:
         from ..stereo import handedness, place_hydrogens, repair
         box64 = np.asarray(w.box, dtype=np.float64)
-        x, n_h = place_hydrogens(w.positions.double().numpy(), box64, self.ch_centres)
+        x, n_h = place_hydrogens(w.host_positions(), box64, self.ch_centres)
         if self.targets is None or not len(self.targets.centres):
             log.info("frame %d: %d of %d CH hydrogens moved off their heavy neighbours' side", w.index, n_h,
                      len(self.ch_centres))
-            w.positions = w.state.positions = torch.from_numpy(x).float()
+            w.set_positions(x)
             return
         cen = self.targets.centres
         signs = w.stereo_signs = self.targets.signs(x, box64, beads=w.centres)
@@ -136,16 +145,16 @@ class RepairStereo:
             if not wrong.any():
                 break
             cols = [0] if attempt < STEREO_REDRAWS // 2 else [0, 1, 2, 3]
-            w.positions = torch.from_numpy(x).float()
+            w.set_positions(x)
             _redraw(self.m, w, self.m.recipe.atom_bead[cen[wrong][:, cols].ravel()], self.projector)
-            x, moved = place_hydrogens(w.positions.double().numpy(), box64, self.ch_centres)
+            x, moved = place_hydrogens(w.host_positions(), box64, self.ch_centres)
             n_h += moved
             wrong = handedness(x, box64, cen) != signs
         x, n_inv = repair(x, box64, cen, signs)
         w.log["stereo_inverted"] = first
         log.info("frame %d: %d CH hydrogens moved off their heavy neighbours' side; %d of %d centres came out "
                  "inverted, %d after redrawing their beads (mirrored back)", w.index, n_h, first, len(signs), n_inv)
-        w.positions = w.state.positions = torch.from_numpy(x).float()
+        w.set_positions(x)
 
 
 class RedrawDefects:
@@ -163,7 +172,7 @@ class RedrawDefects:
     def __call__(self, w: FrameWork) -> None:
         first = None
         for _ in range(DEFECT_REDRAWS + 1):
-            atoms = self.checks.atoms_to_redraw(w.positions.double().numpy(), w.box, self.excluded)
+            atoms = self.checks.atoms_to_redraw(w.host_positions(), w.box, self.excluded)
             if first is None:
                 first = len(atoms)
             if not len(atoms):
@@ -231,4 +240,4 @@ class Wrap:
     """Every atom into the box (GROMACS' put_atoms_in_box)."""
 
     def __call__(self, w: FrameWork) -> None:
-        w.positions = wrap(w.positions.double().numpy(), np.asarray(w.box, dtype=np.float64))
+        w.positions = wrap(w.host_positions(), np.asarray(w.box, dtype=np.float64))

@@ -56,8 +56,17 @@ def add_arguments(p):
                         "model's training data)")
     p.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME[=VALUE]",
                    help="preprocessor define for the topology, as grompp -D")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    p.add_argument("--device", default="cpu", metavar="DEV",
+                   help="cpu, cuda or cuda:N: the device everything runs on (under MPI, cuda means GPU local rank "
+                        "%% GPUs); a device this machine lacks is an error")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads per process (0: torch's default; under MPI the cores each rank was given)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="the generator network's arithmetic: fp32, or bf16/fp16 autocast (fp16: CUDA only); "
+                        "sampling, energies and dynamics stay in float32")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoint OUT.cpt (frames already written are kept; "
+                        "the result is identical to an uninterrupted run)")
     p.add_argument("--relax", action="store_true",
                    help="relax the result in GROMACS (energy minimisation + restrained MD); see `gmx_dbm relax`")
     # ---- relaxation options (used with --relax; shared with `gmx_dbm relax`) ----
@@ -105,6 +114,7 @@ def stereo_choice(args):
 
 
 def run(args) -> int:
+    import logging
     import sys
 
     import torch
@@ -112,6 +122,9 @@ def run(args) -> int:
     from ..backmap import backmap
     if args.threads:
         torch.set_num_threads(args.threads)
+    from ..parallel import world
+    if not world().is_root:   # one log: rank 0's (a failing rank's error reaches it)
+        logging.getLogger("gmx_dbm").setLevel(logging.ERROR)
     if args.relax:
         return _relax_after_backmap(args)
     backmap(args.cg, args.topology, args.mapping, args.output, model=args.model, gibbs=args.gibbs,
@@ -119,7 +132,8 @@ def run(args) -> int:
             defines=args.defines or None, device=args.device, select_temperature=args.select_temperature,
             proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, quality=not args.no_quality,
             md_steps=args.md_steps, temperature=args.temperature, stereo=stereo_choice(args), mdp=args.mdp,
-            frames=args.frames, progress=sys.stderr.isatty() and not getattr(args, "quiet", False))
+            frames=args.frames, progress=sys.stderr.isatty() and not getattr(args, "quiet", False),
+            resume=args.resume, threads=args.threads or None, precision=args.precision)
     return 0
 
 

@@ -15,6 +15,7 @@ def add_arguments(parser) -> None:
                         help="extra #include folder (repeatable)")
     parser.add_argument("--json", metavar="FILE", help="also write the energies as JSON")
     parser.add_argument("--float32", action="store_true", help="compute in single precision")
+    parser.add_argument("--device", default="cpu", metavar="DEV", help="cpu, cuda or cuda:N")
 
 
 def run(args) -> int:
@@ -28,7 +29,8 @@ def run(args) -> int:
     if args.json:
         check_writable(args.json)  # fail before the work, not after printing the energies
     res = compute_energies(args.conf, args.top, mdp=args.mdp, defines=args.defines,
-                           include_dirs=args.include_dirs, dtype=torch.float32 if args.float32 else torch.float64)
+                           include_dirs=args.include_dirs, dtype=torch.float32 if args.float32 else torch.float64,
+                           device=args.device)
     terms, frames = res["terms"], res["frames"]
     width = max(len(t) for t in terms) + 2
     if len(frames) == 1:

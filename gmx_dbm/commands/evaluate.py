@@ -29,6 +29,8 @@ def add_arguments(parser) -> None:
                         help="preprocessor define for the topology, as grompp -D (repeatable)")
     parser.add_argument("-I", dest="include_dirs", action="append", default=[], metavar="DIR",
                         help="extra #include folder (repeatable)")
+    parser.add_argument("--device", default="cpu", metavar="DEV",
+                        help="cpu, cuda or cuda:N: where the force-field energies are computed")
 
 
 def run(args) -> int:
@@ -36,6 +38,7 @@ def run(args) -> int:
 
     result = evaluate(args.reference, args.candidates, args.top, structure=args.structure,
                       report_dir=args.report_dir, json_path=args.json, rerun=args.rerun, mdp=args.mdp,
-                      defines=args.defines, include_dirs=args.include_dirs, energies=not args.no_energies)
+                      defines=args.defines, include_dirs=args.include_dirs, energies=not args.no_energies,
+                      device=args.device)
     print(format_table(result))
     return 0

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 def evaluate(reference, candidates, topology, structure=None, report_dir=None, json_path=None,
              rerun: bool = False, mdp=None, defines=None, include_dirs=None, energies: bool = True,
-             plots: bool = True) -> dict:
+             plots: bool = True, device: str = "cpu") -> dict:
     """Score ``candidates`` (.xtc/.gro/.pdb paths) against ``reference`` with the all-atom ``topology``.
     Returns the report (see the module doc); writes JSON (``json_path``) and PNG plots + report.json
     (``report_dir``) atomically."""
@@ -69,7 +69,8 @@ def evaluate(reference, candidates, topology, structure=None, report_dir=None, j
         check_writable(report_dir / "report.json" if report_dir.is_dir() else report_dir)
     system = read_topology(topology, defines=defines, include_dirs=include_dirs)
     settings = read_mdp_settings(mdp) if mdp else NonbondedSettings()
-    ev = Evaluator(system, settings, energies=energies)
+    from ..devices import resolve_device
+    ev = Evaluator(system, settings, energies=energies, device=resolve_device(device, where="--device"))
     if structure:
         fr = next(iter(read_frames(structure)))
         check_structure(system, fr.n_atoms, structure)

@@ -58,7 +58,7 @@ class Evaluator:
     """Per-system tables (exclusions, elements, LJ parameters, force field) and the per-frame work."""
 
     def __init__(self, system, settings=None, energies: bool = True, rdf_rmax: float = metrics.RDF_RMAX,
-                 rdf_dr: float = metrics.RDF_DR):
+                 rdf_dr: float = metrics.RDF_DR, device=None):
         from ..ff.forcefield import ForceField, NonbondedSettings
 
         self.system = system
@@ -77,7 +77,7 @@ class Evaluator:
         self.mol_of_excl = self.intra_rdf = np.asarray(flat.mol_index)
         if len(flat.exclusions) and np.any(flat.mol_index[flat.exclusions[:, 0]] != flat.mol_index[flat.exclusions[:, 1]]):
             self.mol_of_excl = None  # pragma: no cover - cannot come from a GROMACS topology
-        self.forcefield = ForceField(flat, self.settings)
+        self.forcefield = ForceField(flat, self.settings, device=device)
         self.energies = energies
         s = self.settings
         self.nb_cutoff = max(s.cutoff, s.rcoulomb if self.forcefield.has_charges else 0.0)

@@ -15,6 +15,7 @@ imports a format module, so there is no import loop.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,19 +205,36 @@ class FrameWriter:
 
     Writes to a temporary file in the target folder; a clean ``close()`` backs up an existing target as
     ``#name.N#`` and moves the result into place; an exception inside the ``with`` block removes the
-    temporary file. Subclasses implement ``_open(tmp)``, ``_write(frame)`` and ``_close()``."""
+    temporary file. ``partial``: write to this file instead of a random temporary one (a resumable run
+    names it, ``backmap.resume``); ``append_at``: continue that file after its first ``append_at`` bytes
+    (``n_frames`` frames), dropping anything after them. ``flush()`` makes every frame written so far
+    durable and returns the file's size. Subclasses implement ``_open(tmp, mode)`` (mode 'w' or 'a'),
+    ``_write(frame)``, ``_flush()`` and ``_close()``."""
 
-    def __init__(self, path, atoms: AtomInfo):
+    def __init__(self, path, atoms: AtomInfo, *, partial=None, append_at: int | None = None, n_frames: int = 0):
         self.path = Path(path)
         self.atoms = atoms
-        self.n_frames = 0
-        self._tmp = safe.temporary_path(self.path)
+        self.n_frames = int(n_frames) if append_at is not None else 0
+        if partial is None:
+            self._tmp = safe.temporary_path(self.path)
+        else:
+            self._tmp = Path(partial)
+            if append_at is None:
+                self._tmp.write_bytes(b"")
+            else:
+                with open(self._tmp, "r+b") as fh:
+                    fh.truncate(int(append_at))
         self._done = False
         try:
-            self._open(self._tmp)
+            self._open(self._tmp, "w" if append_at is None else "a")
         except BaseException:
             safe.discard(self._tmp)
             raise
+
+    def flush(self) -> int:
+        """Everything written so far on disk (fsync); returns the file's size in bytes."""
+        self._flush()
+        return self._tmp.stat().st_size
 
     def write(self, frame: Frame) -> None:
         if self._done:
@@ -250,6 +268,13 @@ class FrameWriter:
         finally:
             safe.discard(self._tmp)
 
+    def detach(self) -> None:
+        """Stop writing and keep the file as it is (a named ``partial`` file, to be continued later)."""
+        if self._done:
+            return
+        self._done = True
+        self._close()
+
     def __enter__(self):
         return self
 
@@ -269,11 +294,16 @@ class FrameWriter:
                 pass
 
     # subclass hooks
-    def _open(self, tmp: Path) -> None:
+    def _open(self, tmp: Path, mode: str) -> None:
         raise NotImplementedError
 
     def _write(self, frame: Frame) -> None:
         raise NotImplementedError
+
+    def _flush(self) -> None:
+        fh = self._fh
+        fh.flush()
+        os.fsync(fh.fileno())
 
     def _close(self) -> None:
         raise NotImplementedError

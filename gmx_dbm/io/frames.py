@@ -6,31 +6,47 @@ The formats live in ``gro``, ``xtc`` and ``pdb``, which register themselves in `
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import TrajectoryError
+from ..errors import TrajectoryError, TruncatedTrajectoryError
 from . import safe
 # importing a format module registers it; error messages list the formats in this order
 from . import gro, xtc, pdb  # noqa: F401
 from .base import (AtomInfo, Frame, FrameWriter, check_count, check_frame, read_formats, reader_for,  # noqa: F401
                    write_formats, writer_for)
 
+log = logging.getLogger(__name__)
+
 READ_FORMATS = read_formats()
 WRITE_FORMATS = write_formats()
 
 
-def read_frames(path, n_atoms: int | None = None) -> Iterator[Frame]:
+def read_frames(path, n_atoms: int | None = None, truncated_end: bool = False) -> Iterator[Frame]:
     """Iterate over the frames of a .gro, .xtc or .pdb file, one at a time.
 
     ``n_atoms`` (optional) is checked against every frame. Raises ``TrajectoryError`` naming the file and
     line (text formats) or frame (.xtc) for malformed input, a wrong atom count, NaN/inf coordinates, a
-    zero or singular box, or an empty file."""
+    zero or singular box, or an empty file. ``truncated_end``: a file that ends inside its last frame (a
+    run killed while writing it) yields the complete frames before it, with a warning naming the frame;
+    damage before the last frame is an error all the same."""
     path = Path(path)
     reader = reader_for(path)
     if not path.is_file():
         raise TrajectoryError("file not found" if not path.exists() else "not a regular file", path=path)
-    return reader(path, n_atoms=n_atoms)
+    frames = reader(path, n_atoms=n_atoms)
+    return _until_truncated(frames, path) if truncated_end else frames
+
+
+def _until_truncated(frames, path) -> Iterator[Frame]:
+    try:
+        yield from frames
+    except TruncatedTrajectoryError as exc:
+        if exc.frame == 0:
+            raise
+        log.warning("%s: the file ends inside frame %d (%s); using the %d complete frame(s) before it",
+                    path, exc.frame, exc.message, exc.frame)
 
 
 def read_frame(path, n_atoms: int | None = None) -> Frame:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import TrajectoryError
+from ..errors import TrajectoryError, TruncatedTrajectoryError
 from ..geometry import box_from_gro_values, box_to_gro_values
 from .base import (AtomInfo, Frame, FrameWriter, check_count, check_frame, parse_title, register_reader,
                    register_writer)
@@ -59,9 +59,9 @@ def read_gro(path, n_atoms: int | None = None):
                 return
             count_line = fh.readline()
             lineno += 1
-            if count_line == "":
-                raise TrajectoryError("file ends after the title; expected the number of atoms",
-                                      path=path, line=lineno)
+            if count_line == "" or (not count_line.endswith("\n") and not count_line.strip().isdigit()):
+                raise TruncatedTrajectoryError("file ends after the title; expected the number of atoms",
+                                               path=path, line=lineno, frame=nframe)
             try:
                 natoms = int(count_line.strip())
                 if natoms < 0:
@@ -71,16 +71,23 @@ def read_gro(path, n_atoms: int | None = None):
                                       path=path, line=lineno) from None
             where = f"frame {nframe}"
             check_count(natoms, n_atoms, path, where, line=lineno)
-            frame = _read_atoms(fh, path, lineno, natoms, title.rstrip("\n"))
+            frame = _read_atoms(fh, path, lineno, natoms, title.rstrip("\n"), nframe)
             lineno += natoms
             box_line = fh.readline()
             lineno += 1
             if box_line == "":
-                raise TrajectoryError(f"file ends after {natoms} atom lines; expected the box line "
-                                      "(3 or 9 numbers)", path=path, line=lineno)
+                raise TruncatedTrajectoryError(f"file ends after {natoms} atom lines; expected the box line "
+                                               "(3 or 9 numbers)", path=path, line=lineno, frame=nframe)
+            if not box_line.endswith("\n") and len(box_line.rstrip()) % 10:
+                # GROMACS writes %10.5f box fields: a last line of another length was cut inside a field
+                raise TruncatedTrajectoryError(f"file ends inside the box line ({box_line.rstrip()!r})",
+                                               path=path, line=lineno, frame=nframe)
             try:
                 frame.box = box_from_gro_values(box_line.split())
             except ValueError:
+                if not box_line.endswith("\n"):
+                    raise TruncatedTrajectoryError(f"file ends inside the box line ({box_line.rstrip()!r})",
+                                                   path=path, line=lineno, frame=nframe) from None
                 raise TrajectoryError(f"expected the box line (3 or 9 numbers) after {natoms} atoms, got "
                                       f"{box_line.rstrip()!r}; is the atom count on line {lineno - natoms - 1} "
                                       "right?", path=path, line=lineno) from None
@@ -89,7 +96,7 @@ def read_gro(path, n_atoms: int | None = None):
             yield frame
 
 
-def _read_atoms(fh, path, count_lineno: int, natoms: int, title: str) -> Frame:
+def _read_atoms(fh, path, count_lineno: int, natoms: int, title: str, nframe: int = 0) -> Frame:
     pos = np.empty((natoms, 3))
     vel = None
     names = np.empty(natoms, dtype=object)
@@ -100,9 +107,11 @@ def _read_atoms(fh, path, count_lineno: int, natoms: int, title: str) -> Frame:
     for i in range(natoms):
         line = fh.readline()
         lineno = count_lineno + 1 + i
-        if line == "":
-            raise TrajectoryError(f"file ends after {i} of {natoms} atom lines (truncated file or wrong "
-                                  f"atom count on line {count_lineno})", path=path, line=lineno)
+        if not line.endswith("\n"):
+            # the file ends inside the frame (the box line must still follow)
+            raise TruncatedTrajectoryError(f"file ends after {i} of {natoms} atom lines (truncated file or "
+                                           f"wrong atom count on line {count_lineno})", path=path, line=lineno,
+                                           frame=nframe)
         if i == 0:
             width = _field_width(line, path, lineno)
             # velocities: three more fields of the same width after the coordinates
@@ -145,13 +154,13 @@ class GroWriter(FrameWriter):
     """Writes .gro frames in GROMACS' format (%8.3f coordinates, %8.4f velocities by default); atom and
     residue numbers wrap at 100000 as GROMACS writes them."""
 
-    def __init__(self, path, atoms: AtomInfo, title: str = "gmx_dbm", precision: int = 3):
+    def __init__(self, path, atoms: AtomInfo, title: str = "gmx_dbm", precision: int = 3, **partial):
         self.title = title
         self.precision = int(precision)
-        super().__init__(path, atoms)
+        super().__init__(path, atoms, **partial)
 
-    def _open(self, tmp):
-        self._fh = open(tmp, "w")
+    def _open(self, tmp, mode):
+        self._fh = open(tmp, mode)
         a = self.atoms
         # the label part of each line does not change between frames
         self._labels = [f"{int(r) % 100000:5d}{str(rn)[:5]:<5s}{str(n)[:5]:>5s}{(i + 1) % 100000:5d}"

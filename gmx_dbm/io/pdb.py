@@ -71,12 +71,12 @@ def _element_column(symbol: str) -> str:
 class PdbWriter(FrameWriter):
     """One MODEL per frame, CRYST1 from the box."""
 
-    def __init__(self, path, atoms: AtomInfo, title: str = "gmx_dbm"):
+    def __init__(self, path, atoms: AtomInfo, title: str = "gmx_dbm", **partial):
         self.title = title
-        super().__init__(path, atoms)
+        super().__init__(path, atoms, **partial)
 
-    def _open(self, tmp):
-        self._fh = open(tmp, "w")
+    def _open(self, tmp, mode):
+        self._fh = open(tmp, mode)
         a = self.atoms
         self._labels = []
         for i, (r, rn, n) in enumerate(zip(a.resids, a.resnames, a.names)):

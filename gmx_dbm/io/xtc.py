@@ -6,11 +6,14 @@ that point is a truncated or corrupt frame.
 """
 from __future__ import annotations
 
+import shutil
+import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import TrajectoryError
+from ..errors import TrajectoryError, TruncatedTrajectoryError
 from .base import AtomInfo, Frame, FrameWriter, check_count, check_frame, register_reader, register_writer
 
 
@@ -43,11 +46,15 @@ def read_xtc(path, n_atoms: int | None = None):
                 raw = fh.read()
             except (StopIteration, EOFError):
                 # xdrfile reports end-of-file when not even a frame header is left, here with bytes remaining
-                raise TrajectoryError(f"truncated file: {size - offset} byte(s) after the last complete "
-                                      "frame, too few for a frame header",
-                                      path=path, where=where) from None
+                raise TruncatedTrajectoryError(f"truncated file: {size - offset} byte(s) after the last "
+                                               "complete frame, too few for a frame header",
+                                               path=path, where=where, frame=index) from None
             except OSError as exc:
-                raise TrajectoryError(f"cannot read frame ({exc}); truncated or corrupt file?",
+                if not _frame_after(path, offset, fh.n_atoms):
+                    raise TruncatedTrajectoryError(f"truncated file: the last {size - offset} byte(s) hold an "
+                                                   f"incomplete frame ({exc})", path=path, where=where,
+                                                   frame=index) from None
+                raise TrajectoryError(f"cannot read frame ({exc}); corrupt file (complete frames follow)",
                                       path=path, where=where) from None
             x = np.asarray(raw.x, dtype=np.float64)
             check_count(len(x), n_atoms, path, where)
@@ -58,21 +65,44 @@ def read_xtc(path, n_atoms: int | None = None):
             yield frame
 
 
+def _frame_after(path, offset: int, n_atoms: int) -> bool:
+    """Whether an XTC frame header (magic 1995, then the atom count, big-endian) starts after ``offset``:
+    then the damage at ``offset`` is not the end of a truncated file."""
+    header = struct.pack(">ii", 1995, int(n_atoms))
+    with open(path, "rb") as fh:
+        fh.seek(offset + 1)
+        tail = b""
+        while True:
+            block = fh.read(1 << 20)
+            if not block:
+                return False
+            if header in tail[-7:] + block:
+                return True
+            tail = block
+
+
 @register_writer(".xtc")
 class XtcWriter(FrameWriter):
-    """Writes .xtc frames (``precision`` 1000 = 0.001 nm, GROMACS' default)."""
+    """Writes .xtc frames (``precision`` 1000 = 0.001 nm, GROMACS' default). XTC frames are
+    self-contained records, so each is encoded on its own (xdrfile into a scratch file) and appended to
+    the output through an ordinary file handle, which can be flushed after every frame and reopened for
+    appending (xdrfile offers neither)."""
 
-    def __init__(self, path, atoms: AtomInfo, precision: float = 1000.0):
+    def __init__(self, path, atoms: AtomInfo, precision: float = 1000.0, **partial):
         self.precision = float(precision)
-        super().__init__(path, atoms)
+        super().__init__(path, atoms, **partial)
 
-    def _open(self, tmp):
-        self._fh = _xtcfile()(str(tmp), "w")
+    def _open(self, tmp, mode):
+        self._fh = open(tmp, mode + "b")
+        self._scratch = Path(tempfile.mkdtemp(prefix="gmx_dbm_xtc_")) / "frame.xtc"
 
     def _write(self, frame: Frame):
-        self._fh.write(np.asarray(frame.positions, dtype=np.float32),
-                       np.asarray(frame.box, dtype=np.float32), int(frame.step), float(frame.time),
-                       self.precision)
+        fh = _xtcfile()(str(self._scratch), "w")
+        with fh:
+            fh.write(np.asarray(frame.positions, dtype=np.float32), np.asarray(frame.box, dtype=np.float32),
+                     int(frame.step), float(frame.time), self.precision)
+        self._fh.write(self._scratch.read_bytes())
 
     def _close(self):
         self._fh.close()
+        shutil.rmtree(self._scratch.parent, ignore_errors=True)

@@ -42,7 +42,9 @@ def _neighbour_beads(centres: torch.Tensor, box: torch.Tensor, radii) -> list:
     -1 padded. One periodic k-d tree search (``geometry.periodic_pairs``, exact minimum image at any
     radius) serves all radii."""
     nb = centres.shape[0]
-    i, j, d = periodic_pairs(centres.double().numpy(), box.double().numpy(), max(radii), long_cutoff=True)
+    # once per frame, on the host: the k-d tree serves radii beyond half the box height too
+    i, j, d = periodic_pairs(centres.detach().cpu().double().numpy(), box.detach().cpu().double().numpy(),
+                             max(radii), long_cutoff=True)
     out = []
     for radius in radii:
         k = d <= radius
@@ -54,35 +56,40 @@ def _neighbour_beads(centres: torch.Tensor, box: torch.Tensor, radii) -> list:
         slot = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]
         table = np.full((nb, int(counts.max())), -1, dtype=np.int64)
         table[rows, slot] = cols
-        out.append(torch.from_numpy(table))
+        out.append(torch.from_numpy(table).to(centres.device))
     return out
 
 
-def build_state(recipe: Recipe, grid: GridSpec, centres, box, positions=None, placed=None) -> FrameState:
-    """State of one frame. Without ``positions`` nothing is placed (inference start)."""
-    centres = torch.as_tensor(centres, dtype=torch.float32)
-    box = torch.as_tensor(box, dtype=torch.float32)
+def build_state(recipe: Recipe, grid: GridSpec, centres, box, positions=None, placed=None,
+                device=None) -> FrameState:
+    """State of one frame on ``device`` (default: the CPU, or the device of ``centres`` if a tensor).
+    Without ``positions`` nothing is placed (inference start)."""
+    if device is None:
+        device = centres.device if torch.is_tensor(centres) else torch.device("cpu")
+    centres = torch.as_tensor(centres, dtype=torch.float32, device=device)
+    box = torch.as_tensor(box, dtype=torch.float32, device=device)
     N = recipe.n_atoms
     if positions is None:
-        positions = torch.zeros(N, 3)
-        placed = torch.zeros(N, dtype=torch.bool)
+        positions = torch.zeros(N, 3, device=device)
+        placed = torch.zeros(N, dtype=torch.bool, device=device)
     else:
-        positions = torch.as_tensor(positions, dtype=torch.float32).clone()
-        placed = torch.ones(N, dtype=torch.bool) if placed is None else placed.clone()
-    align = torch.from_numpy(recipe.bead_align)
+        positions = torch.as_tensor(positions, dtype=torch.float32, device=device).clone()
+        placed = torch.ones(N, dtype=torch.bool, device=device) if placed is None else placed.to(device).clone()
+    t = recipe.tables(device)
+    align = t.bead_align
     axes = minimum_image(centres[align.clamp_min(0)] - centres, box)
     # a bead with no partner (one-bead molecule) keeps the lab z axis; rotations about it are sampled
-    axes = torch.where((align >= 0)[:, None], axes, torch.tensor([0.0, 0.0, 1.0]))
+    axes = torch.where((align >= 0)[:, None], axes, torch.tensor([0.0, 0.0, 1.0], device=device))
     # cube half-edge c holds points up to c*sqrt(3) from the centre; atoms sit within ATOM_REACH of theirs.
     # Vectors to environment atoms come from the plain minimum-image reduction, exact up to half the
     # smallest box height; an atom enters a grid only within ``reach`` of its centre, so the reduction is
     # exact for every atom that counts when reach <= half the height (sPS: 1.21 <= 1.38 nm). In thinner
     # boxes every vector gets the exact (27-image) minimum image
     reach = grid.cutoff * 3 ** 0.5
-    exact = reach > 0.5 * float(box_heights(box.double().numpy()).min())
+    exact = reach > 0.5 * float(box_heights(box.cpu().double().numpy()).min())
     cand_beads, cand_beads_env = _neighbour_beads(centres, box, (reach + ATOM_REACH, reach + 3 * grid.sigma))
     # atoms of candidate beads: bead -> atoms table, then gather
-    seq = torch.from_numpy(recipe.bead_seq)                        # (nb, K), -1 padded
+    seq = t.bead_seq                                                # (nb, K), -1 padded
     atoms = torch.where(cand_beads[:, :, None] >= 0, seq[cand_beads.clamp_min(0)], torch.full_like(seq[:1, None], -1))
     atoms = atoms.reshape(atoms.shape[0], -1)
     valid = atoms >= 0
@@ -130,9 +137,10 @@ def _compact(mask: torch.Tensor, *tensors):
     counts = mask.sum(1)
     m = max(int(counts.max()) if counts.numel() else 0, 1)
     slot = torch.where(mask, mask.cumsum(1) - 1, torch.full_like(counts[:, None], m).expand(S, M))
-    src = torch.arange(M).expand(S, M)
-    order = torch.zeros(S, m + 1, dtype=torch.long).scatter_(1, slot, src)[:, :m]
-    keep = torch.arange(m)[None, :] < counts[:, None]
+    dev = mask.device
+    src = torch.arange(M, device=dev).expand(S, M)
+    order = torch.zeros(S, m + 1, dtype=torch.long, device=dev).scatter_(1, slot, src)[:, :m]
+    keep = torch.arange(m, device=dev)[None, :] < counts[:, None]
     out = [torch.gather(t, 1, order.reshape(order.shape + (1,) * (t.dim() - 2)).expand(
         order.shape + t.shape[2:])) for t in tensors]
     return keep, out
@@ -165,13 +173,12 @@ def featurize(recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Te
     the same molecule are absent from the environment of heavy atoms (paper II.E).
     """
     S = atoms.shape[0]
+    dev = state.positions.device
     if isinstance(initial, bool):
-        initial = torch.full((S,), initial, dtype=torch.bool)
-    atom_bead = torch.from_numpy(recipe.atom_bead)
-    atom_step = torch.from_numpy(recipe.atom_step)
-    atom_mol = torch.from_numpy(recipe.atom_mol)
-    is_heavy = torch.from_numpy(recipe.is_heavy)
-    atom_chan = torch.from_numpy(recipe.atom_channel)
+        initial = torch.full((S,), initial, dtype=torch.bool, device=dev)
+    tab = recipe.tables(dev)
+    atom_bead, atom_step, atom_mol = tab.atom_bead, tab.atom_step, tab.atom_mol
+    is_heavy, atom_chan = tab.is_heavy, tab.atom_channel
     beads = atom_bead[atoms]
     centre = state.centres[beads]                                          # (S, 3)
     frames = local_frames(state.axes[beads], angles)                      # (S, 3, 3)
@@ -195,7 +202,7 @@ def featurize(recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Te
     relation = torch.where(rel_bits & REL_ANGLE > 0, torch.full_like(c, 1), relation)
     relation = torch.where(rel_bits & REL_BOND > 0, torch.zeros_like(c), relation)
     T = recipe.spec.n_atom_types
-    weights = torch.zeros(S, c.shape[1], T * N_RELATIONS + 1)
+    weights = torch.zeros(S, c.shape[1], T * N_RELATIONS + 1, device=dev)
     chan = atom_chan[c] * N_RELATIONS + relation
     weights.scatter_(2, chan.unsqueeze(-1), keep.unsqueeze(-1).float())
     own_bead = (atom_bead[c] == beads[:, None]) & keep
@@ -209,35 +216,36 @@ def featurize(recipe: Recipe, grid: GridSpec, state: FrameState, atoms: torch.Te
     brel = state.image(state.centres[cbc] - centre[:, None, :])
     blocal = torch.einsum("sij,smj->smi", frames, brel)
     bkeep = okb & (blocal.abs() <= grid.cutoff + 3 * grid.sigma).all(-1)
-    bchan = torch.from_numpy(recipe.bead_channel)[cbc]
+    bchan = tab.bead_channel[cbc]
     nb_types = len(recipe.spec.bead_types)
-    bweights = torch.zeros(S, cb.shape[1], nb_types)
+    bweights = torch.zeros(S, cb.shape[1], nb_types, device=dev)
     bweights.scatter_(2, bchan.unsqueeze(-1), bkeep.unsqueeze(-1).float())
     grid_beads = voxelize(blocal, bweights, grid)
     full = torch.cat([grid_atoms, grid_beads], dim=1)
 
     # ---- energy-prior context: LJ partners among the environment, bonded partners from the tables
     excluded = (rel_bits & REL_EXCLUDED) > 0
-    ti = recipe.type_index[atoms][:, None].expand_as(c)
-    tj = recipe.type_index[c]
+    ti = tab.type_index[atoms][:, None].expand_as(c)
+    tj = tab.type_index[c]
     lj_on = keep & ~excluded
-    env_c6 = torch.where(lj_on, recipe.lj_c6[ti, tj].float(), torch.zeros(()))
-    env_c12 = torch.where(lj_on, recipe.lj_c12[ti, tj].float(), torch.zeros(()))
+    zero = torch.zeros((), device=dev)
+    env_c6 = torch.where(lj_on, tab.lj_c6[ti, tj], zero)
+    env_c12 = torch.where(lj_on, tab.lj_c12[ti, tj], zero)
 
     bonded = {}
     placed_ok = state.placed
-    for kind, tab in recipe.prior.items():
-        part = tab["atoms"][atoms]                                         # (S, m, w)
-        slot = tab["slots"][atoms]
-        valid = tab["valid"][atoms]
+    for kind, prior in tab.prior.items():
+        part = prior["atoms"][atoms]                                       # (S, m, w)
+        slot = prior["slots"][atoms]
+        valid = prior["valid"][atoms]
         p = part.clamp_min(0)
         prel = state.image(state.positions[p] - centre[:, None, None, :])
-        is_self = torch.arange(part.shape[-1])[None, None, :] == slot[..., None]
+        is_self = torch.arange(part.shape[-1], device=dev)[None, None, :] == slot[..., None]
         # every other member must be in the environment rule (placed, and earlier if initial)
         member_ok = placed_ok[p] & ((~initial[:, None, None]) | (atom_step[p] < atom_step[atoms][:, None, None]))
         if not prior_hydrogens:   # as the environment: no intramolecular H for heavy atoms
             member_ok &= ~(is_heavy[atoms][:, None, None] & ~is_heavy[p])
         active = valid & (member_ok | is_self).all(-1)
-        bonded[kind] = dict(pos=prel, slot=slot, func=tab["funcs"][atoms], params=tab["params"][atoms].float(),
+        bonded[kind] = dict(pos=prel, slot=slot, func=prior["funcs"][atoms], params=prior["params"][atoms],
                             active=active)
     return Batch(atoms, beads, full, frames, atom_chan[atoms], rel, env_c6, env_c12, bonded)

@@ -194,11 +194,21 @@ class Recipe:
     def relations(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """Relation bit sets for atom pairs (any shape); 0 = unrelated (non-bonded LJ partner)."""
         key = i * self.n_atoms + j
-        if self.rel_keys.numel() == 0:
+        t = self.tables(key.device)
+        if t.rel_keys.numel() == 0:
             return torch.zeros_like(key)
-        pos = torch.searchsorted(self.rel_keys, key.reshape(-1)).clamp_max(self.rel_keys.numel() - 1)
-        hit = self.rel_keys[pos] == key.reshape(-1)
-        return torch.where(hit, self.rel_codes[pos], torch.zeros_like(pos)).reshape(key.shape)
+        pos = torch.searchsorted(t.rel_keys, key.reshape(-1)).clamp_max(t.rel_keys.numel() - 1)
+        hit = t.rel_keys[pos] == key.reshape(-1)
+        return torch.where(hit, t.rel_codes[pos], torch.zeros_like(pos)).reshape(key.shape)
+
+    def tables(self, device=None) -> "RecipeTables":
+        """The lookup tables as torch tensors on ``device`` (made once per device): what the featuriser
+        and the sampler index with tensors of that device."""
+        dev = torch.device("cpu" if device is None else device)
+        cache = self.__dict__.setdefault("_tables", {})
+        if dev not in cache:
+            cache[dev] = RecipeTables.build(self, dev)
+        return cache[dev]
 
     # -- prior tables ----------------------------------------------------------------------------------
     def _build_prior_tables(self):
@@ -231,3 +241,34 @@ class Recipe:
         self.type_index = torch.from_numpy(np.asarray(self.flat.type_index, dtype=np.int64))
         self.lj_c6 = torch.from_numpy(np.asarray(self.flat.lj_c6, dtype=np.float64))
         self.lj_c12 = torch.from_numpy(np.asarray(self.flat.lj_c12, dtype=np.float64))
+
+
+@dataclass
+class RecipeTables:
+    """``Recipe``'s per-atom and per-bead tables on one device (int64 indices, float32 parameters)."""
+    atom_bead: torch.Tensor
+    atom_step: torch.Tensor
+    atom_mol: torch.Tensor
+    is_heavy: torch.Tensor
+    atom_channel: torch.Tensor
+    bead_channel: torch.Tensor
+    bead_seq: torch.Tensor
+    bead_color: torch.Tensor
+    bead_align: torch.Tensor
+    rel_keys: torch.Tensor
+    rel_codes: torch.Tensor
+    type_index: torch.Tensor
+    lj_c6: torch.Tensor
+    lj_c12: torch.Tensor
+    prior: dict
+
+    @classmethod
+    def build(cls, r: "Recipe", device) -> "RecipeTables":
+        def t(a, dtype=None):
+            x = torch.as_tensor(a)
+            return x.to(device=device, dtype=dtype or x.dtype)
+        prior = {kind: {k: t(v, torch.float32 if k == "params" else None) for k, v in tab.items()}
+                 for kind, tab in r.prior.items()}
+        return cls(t(r.atom_bead), t(r.atom_step), t(r.atom_mol), t(r.is_heavy), t(r.atom_channel),
+                   t(r.bead_channel), t(r.bead_seq), t(r.bead_color), t(r.bead_align), t(r.rel_keys),
+                   t(r.rel_codes), t(r.type_index), t(r.lj_c6, torch.float32), t(r.lj_c12, torch.float32), prior)

@@ -21,7 +21,7 @@ def _sample_from_density(dens: torch.Tensor, u: torch.Tensor, jitter: torch.Tens
     cdf = dens.flatten(1).cumsum(1)
     idx = torch.searchsorted(cdf, (u * cdf[:, -1:]).contiguous()).clamp_max(G ** 3 - 1)
     ix, iy, iz = idx // (G * G), (idx // G) % G, idx % G
-    ax = grid.axis(dens.dtype)
+    ax = grid.axis(dens.dtype, dens.device)
     return torch.stack([ax[ix], ax[iy], ax[iz]], -1) + jitter * grid.spacing
 
 
@@ -47,20 +47,22 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
     S = atoms.shape[0]
     K = max(1, int(orientations))
     P = max(1, int(proposals))
+    dev = state.positions.device
     atoms_rep = atoms.repeat(K)
     if not isinstance(initial, bool):
         initial = initial.repeat(K)
-    angles = torch.rand(S * K, generator=rng) * (2 * torch.pi)
-    noise = torch.randn(S * K, generator.noise_dim, generator=rng)
-    u = torch.rand(S * K, P - 1, generator=rng)
-    jitter = torch.rand(S * K, P - 1, 3, generator=rng) - 0.5
-    kicks = torch.randn(S * K, P - 1, 3, generator=rng) * local_step
+    angles = torch.rand(S * K, generator=rng, device=dev) * (2 * torch.pi)
+    noise = torch.randn(S * K, generator.noise_dim, generator=rng, device=dev)
+    u = torch.rand(S * K, P - 1, generator=rng, device=dev)
+    jitter = torch.rand(S * K, P - 1, 3, generator=rng, device=dev) - 0.5
+    kicks = torch.randn(S * K, P - 1, 3, generator=rng, device=dev) * local_step
+    atom_bead = recipe.tables(dev).atom_bead
     n_local = (P - 1) // 2 if local_step > 0 else 0
     current = state.placed[atoms]
     with_current = bool(current.any()) and (K * P > 1)
-    rel_out = torch.empty(S * K, P, 3)
-    energy = torch.zeros(S * K, P)
-    e_current = torch.full((S,), float("inf"))
+    rel_out = torch.empty(S * K, P, 3, device=dev)
+    energy = torch.zeros(S * K, P, device=dev)
+    e_current = torch.full((S,), float("inf"), device=dev)
     for s in range(0, S * K, chunk):
         sl = slice(s, min(s + chunk, S * K))
         ini = initial if isinstance(initial, bool) else initial[sl]
@@ -83,7 +85,7 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
                 e = prior_energy(batch, rel[:, p], lj_cutoff)
                 energy[sl, p] = bond_weight * e["bond"] + e["angle"] + e["dihedral"] + e["lj"]
         if with_current and s < S:
-            rows = torch.arange(sl.start, min(sl.stop, S))
+            rows = torch.arange(sl.start, min(sl.stop, S), device=dev)
             cur = minimum_image(state.positions[atoms[rows]] - state.centres[batch.beads[:len(rows)]], state.box)
             sub = batch.head(len(rows))
             e = prior_energy(sub, cur, lj_cutoff)
@@ -94,17 +96,16 @@ def place(generator, recipe: Recipe, grid: GridSpec, state: FrameState, atoms: t
     cands = rel_out.view(K, S, P, 3).permute(1, 0, 2, 3).reshape(S, K * P, 3)
     energy = energy.view(K, S, P).permute(1, 0, 2).reshape(S, K * P)
     if with_current:
-        cur_rel = minimum_image(state.positions[atoms] - state.centres[torch.from_numpy(recipe.atom_bead)[atoms]],
-                                state.box)
+        cur_rel = minimum_image(state.positions[atoms] - state.centres[atom_bead[atoms]], state.box)
         cands = torch.cat([cands, cur_rel[:, None]], 1)
         energy = torch.cat([energy, e_current[:, None]], 1)
     if temperature > 0:
         logits = -(energy - energy.min(1, keepdim=True).values) / (units.KB * temperature)
-        g = torch.rand(logits.shape, generator=rng).clamp_min(1e-12)
+        g = torch.rand(logits.shape, generator=rng, device=dev).clamp_min(1e-12)
         best = (logits - torch.log(-torch.log(g))).argmax(1)    # Gumbel-max: a draw from softmax(logits)
     else:
         best = energy.argmin(1)
-    return cands[torch.arange(S), best]
+    return cands[torch.arange(S, device=dev), best]
 
 
 @torch.no_grad()
@@ -138,11 +139,11 @@ def sweep_pass(generator, recipe: Recipe, grid: GridSpec, state: FrameState, rng
     """One pass over every bead's sequence: the initial pass (all beads at once; same-step atoms are absent
     from each other's environment) or a Gibbs sweep (one bead colour at a time, so bonded neighbours never
     move together)."""
-    seq = torch.from_numpy(recipe.bead_seq)
-    color = torch.from_numpy(recipe.bead_color)
+    tab = recipe.tables(state.positions.device)
+    seq, color = tab.bead_seq, tab.bead_color
     if not initial:
         refine_candidates(state, grid)
-    groups = [torch.ones(recipe.n_beads, dtype=torch.bool)] if initial else \
+    groups = [torch.ones(recipe.n_beads, dtype=torch.bool, device=seq.device)] if initial else \
         [color == c for c in range(recipe.n_colors)]
     for k in range(recipe.n_steps):
         for group in groups:
@@ -158,7 +159,7 @@ def _place_into(generator, recipe: Recipe, grid: GridSpec, state: FrameState, at
                 rng: torch.Generator, *args, **kwargs) -> None:
     """``place`` the atoms and write them into ``state`` (bead centre + local position, marked placed)."""
     rel = place(generator, recipe, grid, state, atoms, initial, rng, *args, **kwargs)
-    state.positions[atoms] = state.centres[torch.from_numpy(recipe.atom_bead)[atoms]] + rel
+    state.positions[atoms] = state.centres[recipe.tables(atoms.device).atom_bead[atoms]] + rel
     state.placed[atoms] = True
 
 
@@ -170,10 +171,11 @@ def regenerate_beads(generator, recipe: Recipe, grid: GridSpec, state: FrameStat
     far), then refined by ``sweeps`` Gibbs sweeps over these beads only. New noise and orientation draws
     from ``rng``. Used to redraw a bead whose atoms came out with a wrong configuration (an inverted
     tetrahedral centre) instead of deforming it into the right one."""
-    beads = torch.unique(torch.as_tensor(beads, dtype=torch.int64))
+    dev = state.positions.device
+    beads = torch.unique(torch.as_tensor(beads, dtype=torch.int64, device=dev))
     if len(beads) == 0:
         return
-    seq = torch.from_numpy(recipe.bead_seq)[beads]
+    seq = recipe.tables(dev).bead_seq[beads]
     atoms = seq[seq >= 0]
     refine_candidates(state, grid)   # while every atom is placed: candidate lists keep the redrawn atoms
     state.placed[atoms] = False

@@ -1,0 +1,232 @@
+"""A ``Backmapper`` over a trajectory: frames in order, in one process or dealt out to MPI ranks.
+
+Every rank reads the CG trajectory and computes the frames dealt to it (round robin over the selected
+frames, ``parallel.World.deal``); rank 0 computes its own share, receives the others' frames, writes all of
+them in frame order and keeps the checkpoint (``resume``). A frame's result depends only on the seed and
+its index, so the output is the same whatever the number of ranks. A rank that fails sends its error to rank
+0, which stops every rank, removes the partial output and raises that error; the other ranks end with
+``RankStopped`` (nothing printed, the same exit code).
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from ..errors import GmxDbmError, RankStopped, TrajectoryError
+from ..io import Frame, check_names, open_writer, read_frames
+from . import resume as R
+
+log = logging.getLogger(__name__)
+
+TAG_RESULT, TAG_ERROR, TAG_DONE, TAG_STOP = 11, 12, 13, 14
+# results a rank may have in flight to rank 0 before it waits (bounds its memory)
+IN_FLIGHT = 2
+
+
+def check_cg_frame(frame: Frame, mflat, path, index: int) -> None:
+    """Bead count and, where the file names them, bead names must follow the topology + mapping."""
+    if frame.n_atoms != mflat.n_beads:
+        raise TrajectoryError(f"frame {index}: {frame.n_atoms} beads, expected {mflat.n_beads} "
+                              "(from the topology's [ molecules ] and the mapping)", path=path)
+    check_names(frame, mflat.bead_names, path, index, "bead", "the mapping")
+
+
+def selected_frames(cg, n_beads: int, frames=None):
+    """(k, input index, frame) of the frames to backmap, k counting the selected ones. A CG trajectory whose
+    last frame is incomplete (the CG run was killed) ends before it, with a warning."""
+    k = 0
+    for i, fr in enumerate(read_frames(cg, n_atoms=n_beads, truncated_end=True)):
+        if frames is not None and i not in frames:
+            continue
+        yield k, i, fr
+        k += 1
+
+
+class FrameRun:
+    """One backmap run's loop. ``compute(i, frame)`` -> result dict (positions, quality)."""
+
+    def __init__(self, bm, cg, output, atoms, qc, world, fingerprint: dict, resume: bool = False,
+                 frames=None, progress: bool = True):
+        self.bm, self.cg, self.output, self.atoms, self.qc = bm, cg, output, atoms, qc
+        self.world, self.fp, self.resume, self.frames, self.progress = world, fingerprint, resume, frames, progress
+        self.note = bm.settings.temperature_note
+
+    # ------------------------------------------------------------------ per frame
+    def compute(self, k: int, i: int, fr: Frame) -> dict:
+        check_cg_frame(fr, self.bm.mflat, self.cg, i)
+        if self.note and self.world.is_root:   # after the first frame is checked: bad input gives one line only
+            log.warning(self.note)
+            self.note = None
+        t0 = time.perf_counter()
+        pos = self.bm.frame(fr.positions, fr.box, i)
+        dt = time.perf_counter() - t0
+        log.info("frame %d: %d atoms in %.1f s", i, len(pos), dt)
+        report = self.qc(i, pos, fr.box) if self.qc is not None else None
+        return {"k": k, "i": i, "positions": pos, "box": np.asarray(fr.box, dtype=np.float64),
+                "time": fr.time, "step": fr.step, "quality": report, "seconds": dt}
+
+    def owner(self, k: int) -> int:
+        return k % self.world.size
+
+    # ------------------------------------------------------------------ entry
+    def run(self) -> tuple:
+        """-> (frames written in this run and before it, quality reports of every frame)."""
+        return self._root() if self.world.is_root else self._worker()
+
+    def _start(self):
+        """Rank 0 decides where to start; every rank learns it (or the error)."""
+        comm = self.world.comm
+        cpt = appending = err = None
+        if self.world.is_root:
+            try:
+                cpt, appending = R.start(self.output, self.fp, self.resume)
+            except GmxDbmError as exc:
+                err = exc
+        if comm is not None:
+            mine = None if err is not None or cpt is None else cpt.frames
+            first = comm.bcast(mine, root=0)
+            if first is None and not self.world.is_root:
+                raise RankStopped(2)
+        if err is not None:
+            raise err
+        return cpt, appending
+
+    def _root(self) -> tuple:
+        cpt, appending = self._start()
+        first = cpt.frames
+        part = R.partial_path(self.output)
+        writer = open_writer(self.output, self.atoms, partial=part, append_at=cpt.nbytes if appending else None,
+                             n_frames=cpt.frames)
+        from tqdm import tqdm
+        bar = tqdm(desc="backmap", unit="frame", initial=first, disable=not self.progress)
+        pending, done_ranks = {}, set()
+        cpt_path = R.checkpoint_path(self.output)
+        nxt = first
+        total = first
+
+        def write(res):
+            writer.write(Frame(res["positions"], res["box"], time=res["time"], step=res["step"]))
+            cpt.nbytes = writer.flush()
+            cpt.frames += 1
+            if res["quality"] is not None:
+                cpt.quality.append(res["quality"])
+            cpt.save(cpt_path)
+            bar.update(1)
+
+        def receive():
+            status = _status()
+            msg = self.world.comm.recv(source=_any(), tag=_any_tag(), status=status)
+            tag, src = status.Get_tag(), status.Get_source()
+            if tag == TAG_ERROR:
+                log.debug("rank %d failed: %s", src, msg)
+                raise msg
+            if tag == TAG_DONE:
+                done_ranks.add(src)
+                return
+            pending[msg["k"]] = msg
+
+        def drain(upto: int):
+            nonlocal nxt
+            while nxt <= upto:
+                if nxt in pending:
+                    write(pending.pop(nxt))
+                    nxt += 1
+                elif self.owner(nxt) == 0:
+                    return
+                else:
+                    receive()
+
+        failed = None
+        try:
+            for k, i, fr in selected_frames(self.cg, self.bm.mflat.n_beads, self.frames):
+                total = k + 1
+                if k < first:
+                    continue
+                if self.owner(k) == 0:
+                    drain(k - 1)
+                    pending[k] = self.compute(k, i, fr)
+                drain(k)
+            drain(total - 1)
+            if total == 0:
+                raise TrajectoryError("contains no frames", path=self.cg)
+            if total < first:
+                raise TrajectoryError(f"has {total} frame(s) to backmap, but the checkpoint records {first} "
+                                      "done", path=self.cg)
+            writer.close()   # the partial file becomes the output (an existing one is backed up)
+            R.finish(self.output)
+        except Exception as exc:
+            failed = exc
+            writer.abort()
+            R.discard(self.output)
+            raise
+        except BaseException:
+            # interrupted (Ctrl-C, a signal turned into an exception): keep what is done for --resume
+            writer.detach()
+            raise
+        finally:
+            bar.close()
+            self._finish_root(failed, done_ranks)
+        return cpt.frames, cpt.quality
+
+    def _finish_root(self, failed, done_ranks: set) -> None:
+        comm = self.world.comm
+        if comm is None:
+            return
+        code = 0 if failed is None else 2 if isinstance(failed, GmxDbmError) else 1
+        if failed is not None:
+            for r in range(1, self.world.size):
+                comm.send(None, dest=r, tag=TAG_STOP)
+        while len(done_ranks) < self.world.size - 1:   # match every message the ranks sent
+            status = _status()
+            comm.recv(source=_any(), tag=_any_tag(), status=status)
+            if status.Get_tag() == TAG_DONE:
+                done_ranks.add(status.Get_source())
+        comm.bcast(code, root=0)
+
+    def _worker(self) -> tuple:
+        comm = self.world.comm
+        self._start()
+        in_flight, stopped = [], False
+        try:
+            for k, i, fr in selected_frames(self.cg, self.bm.mflat.n_beads, self.frames):
+                if self.owner(k) != self.world.rank:
+                    continue
+                if comm.Iprobe(source=0, tag=TAG_STOP):
+                    comm.recv(source=0, tag=TAG_STOP)
+                    stopped = True
+                    break
+                res = self.compute(k, i, fr)
+                in_flight.append(comm.isend(res, dest=0, tag=TAG_RESULT))
+                while len(in_flight) > IN_FLIGHT:
+                    in_flight.pop(0).wait()
+        except Exception as exc:   # rank 0 reports it; this rank ends quietly
+            try:
+                comm.send(exc, dest=0, tag=TAG_ERROR)
+            except Exception:
+                comm.send(RuntimeError(f"rank {self.world.rank}: {exc}"), dest=0, tag=TAG_ERROR)
+        for req in in_flight:
+            req.wait()
+        comm.send(None, dest=0, tag=TAG_DONE)
+        code = comm.bcast(None, root=0)
+        if code:
+            if not stopped:
+                comm.recv(source=0, tag=TAG_STOP)
+            raise RankStopped(code)
+        return 0, []
+
+
+def _status():
+    from mpi4py import MPI
+    return MPI.Status()
+
+
+def _any():
+    from mpi4py import MPI
+    return MPI.ANY_SOURCE
+
+
+def _any_tag():
+    from mpi4py import MPI
+    return MPI.ANY_TAG
