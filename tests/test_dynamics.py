@@ -126,3 +126,60 @@ def test_project_bonds_reaches_lengths_across_the_box():
     d01 = (y[1] - y[0]) - box[0] * torch.round((y[1] - y[0])[0] / 2.0)
     assert float(d01.norm()) == pytest.approx(0.15, abs=1e-6)
     assert float((y[2] - y[1]).norm()) == pytest.approx(0.11, abs=1e-6)
+
+
+def test_analytic_restraint_and_penalty_forces_equal_autograd(triatomics):
+    """The run's analytic restraint, chirality and hydrogen-penalty forces are minus the autograd gradient
+    of ``restraint_energy`` (v_min held constant, as in the penalty's definition)."""
+    flat, pos, box, beads, centre = triatomics
+    rng = np.random.default_rng(2)
+    groups = np.array([rng.choice(3 * N_MOL, 5, replace=False) for _ in range(40)])
+    signs = rng.choice([-1, 1], len(groups))
+    # penalties switched on for most groups: a large v_min fraction, a low cos threshold
+    dyn = RestrainedLangevin(flat, centre, 300.0, dtype=torch.float64, chiral=(groups, signs), chiral_fraction=3.0,
+                             k_chiral=1e4, hydrogens=groups, hydrogen_max_cos=-0.9)
+    x = torch.tensor(pos) + torch.tensor(rng.normal(scale=0.05, size=pos.shape))
+    b, ref = torch.tensor(box, dtype=torch.float64), torch.tensor(beads) + 0.03
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(dyn.restraint_energy(xg, b, ref), xg)
+    f = torch.zeros_like(x)
+    dyn._penalty_forces(x, ref, dyn._images(x, b, ref), f)
+    assert float(grad.abs().max()) > 1.0
+    assert torch.allclose(f, -grad, rtol=1e-9, atol=1e-8)
+
+
+def test_pair_forces_equal_the_force_field_gradient(triatomics):
+    flat, pos, box, beads, centre = triatomics
+    dyn = RestrainedLangevin(flat, centre, 300.0, cutoff=0.9, dtype=torch.float64)
+    x = torch.tensor(pos)
+    b = torch.tensor(box, dtype=torch.float64)
+    dyn._fit_cutoff(box)
+    pairs = dyn._pairs(x, b)
+    _, _, g_lj, g_c = dyn.ff.pair_terms(x, b, pairs[0], pairs[1])
+    assert torch.allclose(dyn._pair_forces(x, pairs), -(g_lj + g_c), rtol=1e-10, atol=1e-10)
+
+
+def test_run_takes_tensors_and_returns_numpy(triatomics):
+    flat, pos, box, beads, centre = triatomics
+    dyn = RestrainedLangevin(flat, centre, 300.0, steps=5)
+    a = dyn.run(pos, box, beads, torch.Generator().manual_seed(3))
+    b = dyn.run(torch.tensor(pos), torch.tensor(box), torch.tensor(beads), torch.Generator().manual_seed(3))
+    assert isinstance(b, np.ndarray) and b.dtype == np.float64 and np.array_equal(a, b)
+
+
+@pytest.mark.gpu
+def test_thermalisation_on_cuda(triatomics):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    flat, pos, box, beads, centre = triatomics
+    bonds = np.array([[3 * m, 3 * m + k] for m in range(N_MOL) for k in (1, 2)])
+    lengths = np.full(len(bonds), 0.1)
+    dyn = RestrainedLangevin(flat, centre, 400.0, steps=100, bonds=bonds, lengths=lengths, device="cuda")
+    assert dyn.ff.c6.device.type == "cuda"
+    rng = torch.Generator(device="cuda").manual_seed(1)
+    x = dyn.run(torch.tensor(pos, device="cuda"), box, beads, rng)
+    assert isinstance(x, np.ndarray)
+    r = np.linalg.norm(x[bonds[:, 1]] - x[bonds[:, 0]], axis=1)
+    assert np.abs(r - 0.1).max() < 2e-4
+    off = np.linalg.norm(centre @ x - beads, axis=1)
+    assert off.max() < 5 * np.sqrt(KB * 400.0 / 5000.0)

@@ -190,3 +190,70 @@ def test_read_mdp_settings(tmp_path):
     p.write_text("rvdw = 1.0\ncoulombtype = PME\n")
     with pytest.raises(ConfigError, match=r"a.mdp:2: coulombtype PME not supported"):
         read_mdp_settings(p)
+
+
+def test_analytic_bonded_forces_equal_autograd(small):
+    """``bonded_forces`` (one kernel per term returning energy and forces) equals minus the autograd
+    gradient of ``bonded_terms``, for every bonded function of the topology, with the minimum images
+    found per call or given once (``bonded_images``)."""
+    ff = ForceField(small, NonbondedSettings(cutoff=0.9, rcoulomb=0.9))
+    for seed in range(3):
+        x, box = small_frame(seed)
+        xg = x.clone().requires_grad_(True)
+        terms = ff.bonded_terms(xg[None], box[None])
+        (grad,) = torch.autograd.grad(sum(v[0] for v in terms.values()), xg)
+        for images in (None, ff.bonded_images(x, box)):
+            energies, forces = ff.bonded_forces(x, box, images)
+            assert energies.keys() == terms.keys()
+            for k in terms:
+                assert float(energies[k]) == pytest.approx(float(terms[k][0].detach()), rel=1e-12, abs=1e-12), k
+            assert torch.allclose(forces, -grad, rtol=1e-10, atol=1e-9)
+    # float32 (the thermalisation's dtype) to float tolerance
+    ff32 = ForceField(small, NonbondedSettings(cutoff=0.9, rcoulomb=0.9), dtype=torch.float32)
+    x, box = small_frame(1)
+    _, f64 = ff.bonded_forces(x, box)
+    _, f32 = ff32.bonded_forces(x.float(), box.float())
+    assert torch.allclose(f32.double(), f64, rtol=1e-3, atol=1e-4 * float(f64.abs().max()))
+
+
+def test_pairs_exact_in_a_box_beyond_gromacs_shape_limits(small):
+    """A box more skewed than GROMACS allows (|b_x| > a_x / 2): the pair search and the pair vectors
+    still find every pair at its true minimum image (the brick reduction alone would miss some)."""
+    rng = np.random.default_rng(8)
+    box = np.array([[3.0, 0, 0], [2.2, 3.0, 0], [-1.9, 2.0, 3.1]])
+    x = rng.uniform(0, 1, size=(small.n_atoms, 3)) @ box
+    ff = ForceField(small, NonbondedSettings(cutoff=0.8, rcoulomb=0.8))
+    i, j = ff.pairs(torch.tensor(x), torch.tensor(box))
+    r = _brute_force_distances(x, box)
+    excl = {tuple(e) for e in small.exclusions.tolist()}
+    want = {(a, b) for a, b in zip(*np.nonzero(np.triu(r < 0.8, 1))) if (a, b) not in excl}
+    assert set(zip(i.tolist(), j.tolist())) == want
+    lj, _ = ff.pair_energies(torch.tensor(x), torch.tensor(box), i, j)
+    c6 = ff.c6[ff.type_index[i], ff.type_index[j]]
+    c12 = ff.c12[ff.type_index[i], ff.type_index[j]]
+    d2 = torch.tensor(r[i.numpy(), j.numpy()]) ** 2
+    assert torch.allclose(lj, F.lj_pair(d2, c6, c12, 0.8)[0], rtol=1e-10, atol=1e-12)
+
+
+def test_device_argument_places_the_tables(small):
+    ff = ForceField(small, NonbondedSettings(cutoff=0.9, rcoulomb=0.9), device="cpu")
+    assert ff.device == torch.device("cpu") and ff.c6.device.type == "cpu"
+    x, box = small_frame(3)
+    i, j = ff.pairs(x.numpy(), box.numpy())
+    assert i.device.type == "cpu" and i.dtype == torch.int64
+
+
+@pytest.mark.gpu
+def test_force_field_on_cuda_equals_cpu(small):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    s = NonbondedSettings(cutoff=0.9, rcoulomb=0.9)
+    x, box = small_frame(2)
+    cpu = ForceField(small, s)(x[None], box[None])
+    ff = ForceField(small, s, device="cuda")
+    gpu = ff(x[None].cuda(), box[None].cuda())
+    for k in cpu:
+        assert gpu[k].device.type == "cuda"
+        assert float(gpu[k]) == pytest.approx(float(cpu[k]), rel=1e-10, abs=1e-9), k
+    e, f = ff.bonded_forces(x.cuda(), box.cuda())
+    assert f.device.type == "cuda"

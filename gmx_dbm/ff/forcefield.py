@@ -4,12 +4,14 @@
 (B,) in kJ/mol: bond, angle, proper (dihedral funcs 1, 3, 9), improper (2, 4), lj_sr, lj_14, and with
 charges coulomb_sr and coulomb_14. Non-bonded terms follow GROMACS' Verlet scheme: plain cut-off with
 potential shift (vdw-modifier), reaction field including GROMACS' exclusion correction and self term,
-no dispersion correction. Short-range pairs come from the periodic k-d tree search
-(``gmx_dbm.geometry.periodic_pairs``; boxes thinner than twice the cut-off are refused, as grompp does);
-their energy and gradient come from one pair kernel (``functional.lj_pair``, ``reaction_field_pair``),
-chunk by chunk with analytic forces, so memory stays O(pairs) of ints. ``energies`` and
-``pair_energies`` are the energies-only entry points (evaluation, quality flags); the thermalisation
-uses ``pairs`` and the same kernel.
+no dispersion correction. Short-range pairs come from the torch cell-list search on the positions'
+device (``neighbors.neighbor_pairs``; boxes thinner than twice the cut-off are refused, as grompp does),
+their vectors from the fractional minimum image (exact in any box shape); their energy and gradient come
+from one pair kernel (``functional.lj_pair``, ``reaction_field_pair``), chunk by chunk with analytic
+forces, so memory stays O(pairs) of ints. ``energies`` and ``pair_energies`` are the energies-only entry
+points (evaluation, quality flags); the thermalisation uses ``pairs``, the same kernel's forces and
+``bonded_forces`` (analytic bonded forces of one frame, equal to the autograd gradient of
+``bonded_terms``). ``device``: where the tables live (default cpu); numpy inputs are moved there.
 The gradient flows to positions only (not to the box) and only to first order.
 """
 from __future__ import annotations
@@ -22,11 +24,11 @@ import torch
 from torch import nn
 
 from .. import units
-from ..errors import ConfigError, InputError
-from ..geometry import box_heights, periodic_pairs
+from ..errors import ConfigError
 from ..topology import FlatTopology
 from . import functional as F
-from .geometry import angle, dihedral, minimum_image, norm
+from .geometry import angle, dihedral, minimum_image, minimum_image_fractional, norm
+from .neighbors import check_cutoff, neighbor_pairs
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +146,10 @@ class _Nonbonded(torch.autograd.Function):
 
 class ForceField(nn.Module):
     """GROMACS energies of a ``FlatTopology`` (see module doc). ``chunk``: pairs per block in the
-    non-bonded loop (memory ~ chunk x 200 bytes)."""
+    non-bonded loop (memory ~ chunk x 200 bytes); ``device``: where the tables live (default cpu)."""
 
     def __init__(self, flat: FlatTopology, settings: NonbondedSettings | None = None,
-                 dtype=torch.float64, chunk: int = 1_000_000):
+                 dtype=torch.float64, chunk: int = 1_000_000, device=None):
         super().__init__()
         self.settings = settings or NonbondedSettings()
         self.n_atoms = flat.n_atoms
@@ -176,6 +178,11 @@ class ForceField(nn.Module):
         self.k_rf, self.c_rf = F.reaction_field_constants(s.rcoulomb, s.rf_epsilon, s.epsilon_r)
         if self.has_charges and s.rcoulomb != s.cutoff:
             log.info("rcoulomb %.3f != rvdw %.3f: separate cut-offs", s.rcoulomb, s.cutoff)
+        self.to(torch.device("cpu") if device is None else torch.device(device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.type_index.device
 
     # ------------------------------------------------------------------ bonded
     def _bonded(self, x, box, kind, func, idx, par):
@@ -221,41 +228,38 @@ class ForceField(nn.Module):
 
     def check_box(self, box, cutoff: float | None = None, where: str = "") -> None:
         """grompp's rule: every cut-off at most half the smallest box height, else the minimum image is
-        not unique and pairs would be missed. InputError otherwise."""
-        h = float(box_heights(np.asarray(box.detach().cpu() if torch.is_tensor(box) else box,
-                                         dtype=np.float64)).min())
-        rmax = self.rmax if cutoff is None else float(cutoff)
-        if rmax > 0.5 * h * (1 + 1e-12):
-            raise InputError(f"the cut-off {rmax:g} nm is longer than half the smallest box height "
-                             f"({h:g} nm): the minimum image is not unique (grompp refuses this box too); "
-                             "use a shorter cut-off (-f MDP: rvdw, rcoulomb) or a larger box",
-                             where=where or None)
+        not unique and pairs would be missed. InputError otherwise (also for an unusable box)."""
+        check_cutoff(box, self.rmax if cutoff is None else float(cutoff), where=where or None)
 
-    def drop_excluded(self, i: torch.Tensor, j: torch.Tensor) -> tuple:
-        """The pairs (i < j) that are not excluded."""
+    def drop_excluded(self, i: torch.Tensor, j: torch.Tensor, *extra: torch.Tensor) -> tuple:
+        """The pairs (i < j) that are not excluded, and the rows of any ``extra`` per-pair tensors."""
         if len(self.excl_keys):
+            excl = self.excl_keys.to(i.device)
             keys = i * self.n_atoms + j
-            loc = torch.searchsorted(self.excl_keys, keys).clamp(max=len(self.excl_keys) - 1)
-            keep = self.excl_keys[loc] != keys
-            i, j = i[keep], j[keep]
-        return i, j
+            loc = torch.searchsorted(excl, keys).clamp(max=len(excl) - 1)
+            keep = torch.nonzero(excl.index_select(0, loc) != keys).squeeze(1)
+            i, j = i.index_select(0, keep), j.index_select(0, keep)
+            extra = tuple(e.index_select(0, keep) for e in extra)
+        return (i, j) + tuple(extra)
 
     def pairs(self, positions, box, cutoff: float | None = None) -> tuple:
         """Non-excluded pairs (i < j) of one frame within ``cutoff`` (default: the force field's longest
-        cut-off) as int64 tensors on the positions' device; the box is checked first (``check_box``)."""
+        cut-off) as int64 tensors on the positions' device (numpy positions: the force field's device),
+        from the exact cell-list search (``neighbors.neighbor_pairs``, which refuses boxes thinner than
+        twice the cut-off as ``check_box``)."""
         rmax = self.rmax if cutoff is None else float(cutoff)
-        self.check_box(box, rmax)
-        pos = positions.detach().cpu().double().numpy() if torch.is_tensor(positions) else np.asarray(positions)
-        bx = box.detach().cpu().double().numpy() if torch.is_tensor(box) else np.asarray(box)
-        i, j, _ = periodic_pairs(pos, bx, rmax)
-        dev = positions.device if torch.is_tensor(positions) else torch.device("cpu")
-        return self.drop_excluded(torch.from_numpy(i).to(dev), torch.from_numpy(j).to(dev))
+        x = positions.detach() if torch.is_tensor(positions) else torch.as_tensor(positions, device=self.device)
+        i, j = neighbor_pairs(x, box, rmax)
+        return self.drop_excluded(i, j)
 
     def _pair_kernel(self, pos, box, ii, jj):
         """Per-pair short-range (LJ energy, LJ fscal, Coulomb energy, Coulomb fscal, vectors d) for pairs
         (ii, jj) of one frame (``functional.lj_pair`` / ``reaction_field_pair``)."""
         s = self.settings
-        d = minimum_image((pos[jj] - pos[ii]).unsqueeze(0), box.unsqueeze(0))[0]
+        # the fractional reduction finds the image within the cut-off in any box shape (the brick
+        # reduction of ``minimum_image`` may return a longer one outside GROMACS' shape limits, which
+        # would drop the pair)
+        d = minimum_image_fractional(pos[jj] - pos[ii], box)
         r2 = (d * d).sum(-1)
         ti, tj = self.type_index[ii], self.type_index[jj]
         v_lj, f_lj = F.lj_pair(r2, self.c6[ti, tj], self.c12[ti, tj], s.cutoff, s.modifier == "potential-shift")
@@ -339,6 +343,74 @@ class ForceField(nn.Module):
         if self.has_charges and "coulomb_14" not in out:
             out["coulomb_14"] = zero
         return out
+
+    # ------------------------------------------------------------------ bonded forces (one frame)
+    # vectors of each term kind: (a, b) is x[idx[:, a]] - x[idx[:, b]] (the conventions of ``functional``)
+    _VECTORS = {"bonds": ((1, 0),), "pairs": ((1, 0),), "angles": ((0, 1), (2, 1)),
+                "dihedrals": ((0, 1), (2, 1), (2, 3))}
+
+    def _raw_vectors(self, x, name, kind):
+        idx = getattr(self, f"{name}_idx")
+        return [x.index_select(0, idx[:, a]) - x.index_select(0, idx[:, b]) for a, b in self._VECTORS[kind]]
+
+    def bonded_images(self, x: torch.Tensor, box: torch.Tensor) -> dict:
+        """{term: [shift (m, 3) per vector]} making the raw differences of positions x (N, 3) their minimum
+        images in box (3, 3); valid while no bonded vector changes its image (a run of dynamics: bonded
+        vectors stay far below half the box height), which saves the reduction per step."""
+        out = {}
+        for kind, _, name in self.terms:
+            out[name] = [minimum_image_fractional(v, box) - v for v in self._raw_vectors(x, name, kind)]
+        return out
+
+    def bonded_forces(self, x: torch.Tensor, box: torch.Tensor, images: dict | None = None) -> tuple:
+        """Analytic bonded and 1-4 forces of one frame: positions x (N, 3), box (3, 3) -> ({key: energy
+        scalar} as ``bonded_terms``, forces (N, 3)). ``images``: ``bonded_images`` of these positions' run
+        (else every vector is reduced to its minimum image)."""
+        f = torch.zeros_like(x)
+        zero = x.new_zeros(())
+        out = {k: zero for k in ("bond", "angle", "proper", "improper", "lj_14")}
+        if self.has_charges:
+            out["coulomb_14"] = zero
+        for kind, func, name in self.terms:
+            idx, par = getattr(self, f"{name}_idx"), getattr(self, f"{name}_par")
+            vec = self._raw_vectors(x, name, kind)
+            if images is not None:
+                vec = [v + s for v, s in zip(vec, images[name])]
+            else:
+                vec = [minimum_image_fractional(v, box) for v in vec]
+            if kind == "bonds" or kind == "pairs":
+                if kind == "bonds":
+                    e, fj = F.bond_force(vec[0], par[:, 0], par[:, 1], g96=func == 2)
+                    out["bond"] = out["bond"] + e.sum()
+                else:
+                    qq = None
+                    if self.has_charges:
+                        qq = (self.charges[idx[:, 0]] * self.charges[idx[:, 1]]
+                              * (self.f_elec * self.defaults.fudge_qq))
+                    e, e_c, fj = F.pair14_force(vec[0], par[:, 0], par[:, 1], qq)
+                    out["lj_14"] = out["lj_14"] + e.sum()
+                    if e_c is not None:
+                        out["coulomb_14"] = out["coulomb_14"] + e_c.sum()
+                fa = torch.stack([-fj, fj], dim=1)
+            elif kind == "angles":
+                e, fi, fk = F.angle_force(vec[0], vec[1], par[:, 0], par[:, 1], g96=func == 2)
+                out["angle"] = out["angle"] + e.sum()
+                fa = torch.stack([fi, -fi - fk, fk], dim=1)
+            else:
+                if func in (1, 4, 9):
+                    def pot(phi, par=par):
+                        return F.periodic_dihedral_dphi(phi, par[:, 0], par[:, 1], par[:, 2])
+                elif func == 2:
+                    def pot(phi, par=par):
+                        return F.harmonic_improper_dphi(phi, par[:, 0], par[:, 1])
+                else:
+                    def pot(phi, par=par):
+                        return F.ryckaert_bellemans_dphi(phi, par[:, :6])
+                e, fa = F.dihedral_force(vec[0], vec[1], vec[2], pot)
+                key = "proper" if func in (1, 3, 9) else "improper"
+                out[key] = out[key] + e.sum()
+            f.index_add_(0, idx.reshape(-1), fa.reshape(-1, 3))
+        return out, f
 
     # ------------------------------------------------------------------ forward
     def _as_frame(self, positions, box):

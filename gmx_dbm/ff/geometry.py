@@ -33,6 +33,22 @@ def minimum_image_one_box(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     return minimum_image(d.unsqueeze(0), box.unsqueeze(0)).squeeze(0)
 
 
+def minimum_image_fractional(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Minimum-image vectors d (..., 3) for one lower-triangular box (3, 3), by rounding the fractional
+    coordinates: exact for every vector whose shortest image is below half the smallest box height, in
+    any box shape (that image has |s_k| < 1/2 along every box vector), as the pair search
+    (``neighbors``); longer vectors come back at an image no shorter than half that height."""
+    inv = torch.linalg.inv(box.to(torch.float64)).to(d.dtype)
+    b = box.to(d.dtype)
+    x, y, z = d[..., 0], d[..., 1], d[..., 2]
+    n2 = torch.round(z * inv[2, 2])
+    n1 = torch.round(y * inv[1, 1] + z * inv[2, 1])
+    n0 = torch.round(x * inv[0, 0] + y * inv[1, 0] + z * inv[2, 0])
+    return torch.stack([x - n0 * b[0, 0] - n1 * b[1, 0] - n2 * b[2, 0],
+                        y - n1 * b[1, 1] - n2 * b[2, 1],
+                        z - n2 * b[2, 2]], dim=-1)
+
+
 def minimum_image_exact(d: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     """Exact shortest periodic image of vectors d (..., 3) for one box (3, 3), at any length: the
     reduction, then the 27 neighbouring images for every vector still longer than half the smallest box

@@ -1,0 +1,204 @@
+"""Periodic pair search in torch: a binned cell list in fractional coordinates, on the positions' device.
+
+``neighbor_pairs(positions (N, 3) nm, box (3, 3) rows a, b, c, cutoff)`` returns every pair i < j whose
+minimum-image distance is below ``cutoff``, as int64 tensors on the positions' device, optionally with the
+shift vectors (x_j - x_i + shift is the minimum-image vector of the given, unwrapped positions) and the
+distances. The force field (``ForceField.pairs``) and the thermalisation's Verlet list
+(``RestrainedLangevin``) both use it.
+
+Exactness: the search refuses (InputError) a cut-off longer than half the smallest box height, as grompp
+does; below that at most one periodic image of a pair lies within the cut-off, and that image has a
+fractional difference |ds_k| < cutoff / h_k <= 1/2 along every box vector, so rounding the fractional
+difference finds it. Cells are 1/n_k of box vector k with n_k = floor(CELLS_PER_CUTOFF h_k / cutoff)
+(slightly fewer for a float margin): a pair within the cut-off lies at most CELLS_PER_CUTOFF cells apart
+along each axis. With at least 2 CELLS_PER_CUTOFF + 1 cells along every axis a half shell of cell offsets
+visits each cell pair once; in thinner boxes, along an axis with fewer cells every cell is visited and
+pairs are kept where i < j, so no pair is listed twice. Any box shape works (the fractional reduction
+does not rely on GROMACS' shape limits).
+
+Memory and time are O(N) for a given density: candidates are expanded in chunks of at most ``chunk``
+(about 80 bytes each). (atom, cell) entries whose cell lies beyond the cut-off from the atom (a lower bound
+of the distance from the fractional gaps) are skipped before the expansion: measured on a 5832-atom sPS
+frame at 0.8 nm, 3.1 million candidates without, 1.7 million with, for 0.61 million pairs.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..geometry import box_heights, box_problem
+
+# cells per cut-off length along each box height: 2 gives half-width cells and 63 half-shell offsets
+# (about half the candidates of cut-off-wide cells, measured above)
+CELLS_PER_CUTOFF = 2
+CHUNK = 1 << 22   # candidate pairs per block (~330 MB of temporaries at most)
+# cells a little wider than cutoff / CELLS_PER_CUTOFF, so that float rounding of the fractional
+# coordinates cannot put a pair within the cut-off one cell further apart than the shell reaches
+_CELL_MARGIN = 1e-3
+
+
+def check_cutoff(box, cutoff: float, where: str | None = None) -> np.ndarray:
+    """The box heights (3,) of a usable box for ``cutoff``; InputError for an unusable box or a cut-off
+    longer than half the smallest box height (grompp's rule: the minimum image is not unique)."""
+    bx = np.asarray(box.detach().cpu().double() if torch.is_tensor(box) else box, dtype=np.float64)
+    problem = box_problem(bx)
+    if problem is not None:
+        raise InputError(f"pair search: {problem}", where=where)
+    if not cutoff > 0:
+        raise InputError(f"pair search: the cut-off must be positive, got {cutoff:g} nm", where=where)
+    h = box_heights(bx)
+    if cutoff > 0.5 * h.min() * (1 + 1e-12):
+        raise InputError(f"the cut-off {cutoff:g} nm is longer than half the smallest box height "
+                         f"({h.min():g} nm): the minimum image is not unique (grompp refuses this box too); "
+                         "use a shorter cut-off (-f MDP: rvdw, rcoulomb) or a larger box", where=where)
+    return h
+
+
+def _grid(heights: np.ndarray, cutoff: float, n_atoms: int) -> tuple:
+    """Cells per box vector, the cell offsets to visit, and whether they are a half shell."""
+    m = CELLS_PER_CUTOFF
+    n = [max(1, int(math.floor(m * h / cutoff / (1 + _CELL_MARGIN)))) for h in heights]
+    # dilute systems: no more cells than ~4 per atom (wider cells stay exact, only slower per atom)
+    cap = max(64, 4 * n_atoms)
+    while n[0] * n[1] * n[2] > cap:
+        n = [max(1, k * 3 // 4) for k in n]
+    half = all(k >= 2 * m + 1 for k in n)
+    per_axis = [range(-m, m + 1) if k >= 2 * m + 1 else range(k) for k in n]
+    offsets = list(itertools.product(*per_axis))
+    if half:   # one of each (o, -o), and o = 0 (pairs inside a cell are then taken once by their order)
+        offsets = [o for o in offsets if o >= (0, 0, 0)]
+    return n, offsets, half
+
+
+def neighbor_pairs(positions, box, cutoff: float, shifts: bool = False, distances: bool = False,
+                   chunk: int = CHUNK, where: str | None = None) -> tuple:
+    """All pairs i < j of one frame with minimum-image distance below ``cutoff`` (nm).
+
+    positions (N, 3) and box (3, 3) (rows a, b, c), numpy or tensors; the search runs on the positions'
+    device in their float dtype (float32 or float64; other dtypes in float64). Returns (i, j) int64
+    tensors, then (shift (P, 3),) if ``shifts`` (x_j - x_i + shift is the minimum-image vector) and
+    (distance (P,),) if ``distances``. Pairs come grouped by cell, in a fixed order for given inputs.
+    InputError for an unusable box (see ``check_cutoff``)."""
+    x = torch.as_tensor(positions)
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.double()
+    if x.dim() != 2 or x.shape[-1] != 3:
+        raise InputError(f"pair search: positions must be (N, 3), got {tuple(x.shape)}", where=where)
+    dev, dt = x.device, x.dtype
+    cutoff = float(cutoff)
+    heights = check_cutoff(box, cutoff, where)
+    box64 = np.asarray(box.detach().cpu().double() if torch.is_tensor(box) else box, dtype=np.float64)
+    n_atoms = x.shape[0]
+    extra = ((torch.zeros(0, 3, dtype=dt, device=dev),) if shifts else ()) + \
+            ((torch.zeros(0, dtype=dt, device=dev),) if distances else ())
+    empty = torch.zeros(0, dtype=torch.int64, device=dev)
+    if n_atoms < 2:
+        return (empty, empty.clone()) + extra
+    s = x.detach() @ torch.as_tensor(np.linalg.inv(box64), dtype=dt, device=dev)
+    wrap = torch.floor(s)
+    s = s - wrap                                    # in [0, 1] (1 only by rounding)
+    n, offsets, half = _grid(heights, cutoff, n_atoms)
+    nt = torch.tensor(n, dtype=torch.int64, device=dev)
+    cell = torch.minimum((s * nt.to(dt)).long(), nt - 1)          # (N, 3)
+    cid = (cell[:, 0] * n[1] + cell[:, 1]) * n[2] + cell[:, 2]
+    order = torch.argsort(cid, stable=True)
+    n_cells = n[0] * n[1] * n[2]
+    counts = torch.bincount(cid, minlength=n_cells)
+    start = torch.cumsum(counts, 0) - counts
+    cell_s, cid_s = cell[order], cid[order]                      # sorted atoms' cells
+    s_sorted = s[order]
+    ss = [s_sorted[:, k].contiguous() for k in range(3)]         # components: 1-D gathers are fastest
+    rank = torch.arange(n_atoms, device=dev)
+    off = torch.tensor(offsets, dtype=torch.int64, device=dev)    # (K, 3)
+    n_off = len(offsets)
+    zero = offsets.index((0, 0, 0)) if half else None
+    # culling of (atom, cell) entries: a lower bound of the distance from the atom to the cell, from the
+    # fractional gaps g_k scaled by the heights h_k: max(max_k (g_k h_k)^2, lam sum_k (g_k h_k)^2) with lam
+    # the smallest eigenvalue of the height-scaled metric (1 for a rectangular box)
+    hs = np.asarray(heights, dtype=np.float64)
+    metric = (box64 @ box64.T) / np.outer(hs, hs)
+    lam = float(max(0.0, np.linalg.eigvalsh(metric).min()))
+    scale = torch.tensor([hs[k] if n[k] >= 2 * CELLS_PER_CUTOFF + 1 else 0.0 for k in range(3)], dtype=dt,
+                         device=dev)   # axes where every cell is visited: no unwrapped offset, no bound
+    ntf = nt.to(dt)
+    cut2 = cutoff * cutoff
+
+    def ranges(a0, a1):
+        """Candidate ranges (start in sorted order, length) of sorted atoms a0..a1 x every offset."""
+        c = cell_s[a0:a1, None, :] + off[None]                              # (n, K, 3), unwrapped
+        lo = c.to(dt) / ntf
+        sa = s_sorted[a0:a1, None, :]
+        gap = torch.clamp(torch.maximum(lo - sa, sa - lo - 1.0 / ntf), min=0.0) * scale
+        g2 = gap * gap
+        far = torch.maximum(g2.amax(-1), lam * g2.sum(-1)) >= cut2
+        c = c % nt
+        nc = (c[..., 0] * n[1] + c[..., 1]) * n[2] + c[..., 2]
+        st, ln = start[nc], counts[nc]
+        if zero is not None:   # own cell in a half shell: only the atoms after this one
+            own_end = start[cid_s[a0:a1]] + counts[cid_s[a0:a1]]
+            st[:, zero] = rank[a0:a1] + 1
+            ln[:, zero] = own_end - st[:, zero]
+        ln = ln.masked_fill(far, 0)
+        return st, ln
+
+    # atoms per block so that a block holds at most ~chunk candidates (one host sync per search)
+    first = ranges(0, min(65536, n_atoms))
+    per_atom = torch.cat([first[1].sum(1)] + [ranges(a, min(a + 65536, n_atoms))[1].sum(1)
+                                              for a in range(65536, n_atoms, 65536)])
+    cum = torch.cumsum(per_atom, 0).cpu().numpy()
+    bounds = [0]
+    while bounds[-1] < n_atoms:
+        base = cum[bounds[-1] - 1] if bounds[-1] else 0
+        nxt = int(np.searchsorted(cum, base + chunk, side="right"))
+        bounds.append(min(n_atoms, max(nxt, bounds[-1] + 1)))
+    b = [[float(box64[r, c]) for c in range(3)] for r in range(3)]
+    out_i, out_j, out_d = [], [], []
+    for a0, a1 in zip(bounds[:-1], bounds[1:]):
+        total = int(cum[a1 - 1] - (cum[a0 - 1] if a0 else 0))
+        if total == 0:
+            continue
+        st, ln = first if (a0, a1) == (0, min(65536, n_atoms)) else ranges(a0, a1)
+        st, ln = st.reshape(-1), ln.reshape(-1)
+        entry = torch.repeat_interleave(torch.arange(len(ln), device=dev), ln, output_size=total)
+        delta = torch.cumsum(ln, 0) - ln - st
+        jpos = torch.arange(total, device=dev) - delta.index_select(0, entry)
+        del entry, delta
+        ipos = torch.repeat_interleave(rank[a0:a1], ln.view(a1 - a0, n_off).sum(1), output_size=total)
+        f = []
+        for k in range(3):
+            dk = ss[k].index_select(0, jpos) - ss[k].index_select(0, ipos)
+            f.append(dk - torch.round(dk))
+        # Cartesian components of the reduced fractional difference (box rows a, b, c lower triangular)
+        dz = f[2] * b[2][2]
+        dy = f[1] * b[1][1] + f[2] * b[2][1]
+        dx = f[0] * b[0][0] + f[1] * b[1][0] + f[2] * b[2][0]
+        r2 = dx * dx + dy * dy + dz * dz
+        del f, dx, dy, dz
+        sel = torch.nonzero(r2 < cut2).squeeze(1)
+        ia, ja = order.index_select(0, ipos.index_select(0, sel)), order.index_select(0, jpos.index_select(0, sel))
+        r2 = r2.index_select(0, sel)
+        if half:
+            ia, ja = torch.minimum(ia, ja), torch.maximum(ia, ja)
+        else:
+            sel = torch.nonzero(ia < ja).squeeze(1)
+            ia, ja, r2 = ia.index_select(0, sel), ja.index_select(0, sel), r2.index_select(0, sel)
+        out_i.append(ia)
+        out_j.append(ja)
+        out_d.append(r2)
+    if not out_i:
+        return (empty, empty.clone()) + extra
+    i, j = torch.cat(out_i), torch.cat(out_j)
+    extra = ()
+    if shifts:
+        # integer image of each pair from the fractional reduction of the wrapped coordinates
+        bt = torch.as_tensor(box64, dtype=dt, device=dev)
+        ds = s.index_select(0, j) - s.index_select(0, i)
+        image = wrap.index_select(0, j) - wrap.index_select(0, i) + torch.round(ds)
+        extra += (-(image @ bt),)
+    if distances:
+        extra += (torch.sqrt(torch.cat(out_d)),)
+    return (i, j) + extra
