@@ -1,7 +1,12 @@
-"""Backmapping speed and memory: atoms/s and peak RSS for one sPS frame and for a replicated box.
+"""Backmapping speed and memory: atoms/s, peak RSS (and peak GPU memory on a GPU) and where the time goes,
+for one sPS frame (the shipped example, 5832 atoms) and boxes of it replicated along x.
 
-Usage: python benchmarks/bench_backmap.py [--model sps] [--gibbs 4] [--orientations 1] [--replicas 1 10]
-Prints a table; each row runs in a fresh process so that peak RSS belongs to that row alone.
+Usage: python benchmarks/bench_backmap.py [--model sps] [--replicas 1 10 40] [--device cuda] [--precision bf16]
+       [--threads 2] [--md-steps N]
+Prints a table; each row runs in a fresh process so that peak RSS belongs to that row alone. The split
+columns are the seconds of each step of the pipeline (``backmap.steps``): generation, bond projection,
+defect redraws, stereo repair, thermalisation; ``linear x`` is the time relative to the first row divided
+by the atom ratio (1.0 = linear).
 """
 from __future__ import annotations
 
@@ -63,10 +68,27 @@ def one(args):
         t = time.perf_counter()
         s = backmap(cg, top, [ROOT / "mappings" / "sps.map"], tmp / "out.gro", model=args.model,
                     gibbs=args.gibbs, orientations=args.orientations, seed=0, progress=False,
-                    proposals=args.proposals, quality=False, md_steps=args.md_steps, temperature=453.0)
+                    proposals=args.proposals, quality=False, md_steps=args.md_steps, temperature=453.0,
+                    device=args.device, precision=args.precision)
         s["seconds"] = time.perf_counter() - t
         s["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if torch.cuda.is_available() and args.device.startswith("cuda"):
+            s["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
         print(json.dumps(s))
+
+
+def machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+SPLIT = [("Generate", "gen"), ("ProjectBonds", "proj"), ("RedrawDefects", "redraw"), ("RepairStereo", "stereo"),
+         ("Thermalise", "md"), ("Polish", "polish")]
 
 
 def main():
@@ -78,17 +100,26 @@ def main():
     ap.add_argument("--md-steps", type=int, default=None, help="thermalisation steps (default: the card's)")
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32")
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         return one(args)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    import torch
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") and torch.cuda.is_available() else None
+    print(f"machine: {machine()}{'; GPU ' + gpu if gpu else ''}; torch {torch.__version__}, "
+          f"{args.threads or torch.get_num_threads()} threads; device {args.device}, precision {args.precision}; "
           f"gibbs {args.gibbs}, orientations {args.orientations}, proposals {args.proposals}, "
-          f"md steps {args.md_steps}, "
-          f"model {args.model or 'default'}")
-    print(f"{'atoms':>8} {'seconds':>9} {'atoms/s':>9} {'peak RSS MB':>12}")
+          f"md steps {args.md_steps} (None: the model card's); model {args.model or 'default'}")
+    head = f"{'atoms':>8} {'seconds':>9} {'atoms/s':>9} {'linear x':>8} {'peak RSS MB':>12}"
+    head += f" {'peak GPU MB':>11}" if gpu else ""
+    head += "".join(f" {short:>7}" for _, short in SPLIT)
+    print(head)
+    first = None
     for n in args.replicas:
-        cmd = [sys.executable, __file__, "--one", str(n), "--threads", str(args.threads)]
+        cmd = [sys.executable, __file__, "--one", str(n), "--threads", str(args.threads), "--device", args.device,
+               "--precision", args.precision]
         for opt in ("gibbs", "orientations", "proposals", "md_steps"):
             if getattr(args, opt) is not None:
                 cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
@@ -99,10 +130,15 @@ def main():
             print(f"replicas {n}: failed\n{out.stderr[-2000:]}")
             continue
         s = json.loads(out.stdout.strip().splitlines()[-1])
-        split = [ln for ln in out.stderr.splitlines() if "thermalised (" in ln]
-        print(f"{s['atoms']:>8} {s['seconds']:>9.1f} {s['atoms'] / s['seconds']:>9.0f} {s['peak_rss_mb']:>12.0f}"
-              + (f"   ({split[-1].split(': ', 1)[-1]})" if split else ""))
-
+        per_atom = s["seconds"] / s["atoms"]
+        first = first or per_atom
+        row = (f"{s['atoms']:>8} {s['seconds']:>9.1f} {s['atoms'] / s['seconds']:>9.0f} {per_atom / first:>8.2f} "
+               f"{s['peak_rss_mb']:>12.0f}")
+        if gpu:
+            row += f" {s.get('peak_gpu_mb', 0):>11.0f}"
+        steps = s.get("step_seconds", {})
+        row += "".join(f" {steps.get(name, 0.0):>7.1f}" for name, _ in SPLIT)
+        print(row, flush=True)
 
 if __name__ == "__main__":
     main()

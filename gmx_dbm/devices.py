@@ -31,14 +31,14 @@ def resolve_device(name: str | None = "cpu", where: str | None = None):
     return torch.device("cuda", index)
 
 
-def local_device(name: str | None, local_rank: int):
+def local_device(name: str | None, local_rank: int, where: str | None = None):
     """The device of one process of a parallel run: ``cuda`` becomes ``cuda:(local_rank % n_gpus)``;
     ``cpu`` and an explicit ``cuda:N`` stay as they are."""
     import torch
 
     if str(name).strip() == "cuda" and torch.cuda.is_available():
-        return resolve_device(f"cuda:{local_rank % torch.cuda.device_count()}")
-    return resolve_device(name)
+        return resolve_device(f"cuda:{local_rank % torch.cuda.device_count()}", where=where)
+    return resolve_device(name, where=where)
 
 
 def generator_for(device):

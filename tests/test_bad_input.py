@@ -86,6 +86,15 @@ BACKMAP_TOY = ["backmap", "-p", "{D}/toy.top", "-m", "{D}/toy.map", "-o", "{OUT}
 BACKMAP = BACKMAP_TOY + ["--model", "{M}"]
 
 
+def _foreign_backmap_checkpoint(t, toy):
+    """{OUT}/aa.gro.cpt of a run with other settings (seed 99), and its partial output."""
+    import json
+    cpt = {"format": "gmx_dbm backmap checkpoint", "version": 1, "frames": 1, "nbytes": 10, "quality": [],
+           "fingerprint": {"settings": {"seed": 99}}}
+    (t / "out" / "aa.gro.cpt").write_text(json.dumps(cpt))
+    (t / "out" / ".aa.gro.part.gro").write_text("0123456789")
+
+
 def _cfg(**kw):
     """prepare(): write {T}/cfg.toml (toy config, output {T}/run) with overrides."""
     def prepare(t, toy):
@@ -162,6 +171,19 @@ CASES = [
          ["MD steps must be 0 (off) or positive", "-1"]),
     Case("backmap-stereo-contradiction", BACKMAP + ["-c", "{CG}", "--no-stereo", "--stereo-template", "{CG}"],
          ["--no-stereo contradicts --stereo/--stereo-template"]),
+    # --- devices, precision and checkpoints of backmap ---------------------------------------------------
+    Case("backmap-device-missing", BACKMAP + ["-c", "{CG}", "--device", "cuda:99"],
+         ["--device", "device 'cuda:99' requested but"], sub=True),
+    Case("backmap-device-unknown", BACKMAP + ["-c", "{CG}", "--device", "tpu"],
+         ["--device", "unknown device 'tpu'", "expected cpu, cuda or cuda:N"]),
+    Case("backmap-fp16-on-cpu", BACKMAP + ["-c", "{CG}", "--precision", "fp16"],
+         ["--precision", "fp16 autocast needs a CUDA device", "use bf16"]),
+    Case("backmap-resume-other-settings", BACKMAP + ["-c", "{CG}", "--resume"],
+         ["aa.gro.cpt", "checkpoint made for other inputs or settings", "without --resume to start afresh"],
+         prepare=_foreign_backmap_checkpoint),
+    Case("backmap-resume-damaged-checkpoint", BACKMAP + ["-c", "{CG}", "--resume"],
+         ["aa.gro.cpt", "cannot read the checkpoint", "remove it to start afresh"],
+         prepare=lambda t, toy: (t / "out" / "aa.gro.cpt").write_text('{"format": "gmx_dbm backmap checkp')),
     # --- run parameters of backmap (-f MDP) -----------------------------------------------------------
     Case("backmap-mdp-h-angles", BACKMAP + ["-c", "{CG}", "-f", "{B}/mdp_h_angles.mdp"],
          ["mdp_h_angles.mdp:5", "constraints = h-angles is not supported", "none, h-bonds or all-bonds"], sub=True),

@@ -65,7 +65,7 @@ def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None,
     world = mpi_world()
     if world.size > 1 or threads:
         set_threads(threads or None, world)
-    dev = local_device(device, world.local_rank)
+    dev = local_device(device, world.local_rank, where="--device")
     check_writable(output)
     params = None if mdp is None else RunParameters.read(mdp)   # a bad file fails before the model loads
     system = read_topology(topology, defines=defines)
@@ -91,7 +91,8 @@ def backmap(cg, topology, mapping, output, model=None, gibbs: int | None = None,
     summary = {"frames": n, "atoms": int(bm.flat.n_atoms), "seconds": dt,
                "atoms_per_s": n * bm.flat.n_atoms / dt if dt > 0 else float("inf"), "output": str(output),
                "md_steps": bm.md_steps, "temperature": bm.temperature, "constraints": bm.constraints,
-               "sources": dict(bm.settings.sources), "ranks": world.size, "device": str(dev)}
+               "sources": dict(bm.settings.sources), "ranks": world.size, "device": str(dev),
+               "step_seconds": dict(bm.timings)}
     if qc is not None:
         summary["quality"] = reports
     if world.is_root:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ class Backmapper:
         self.dynamics = dynamics
         self.model_path = model_path
         self.device = torch.device("cpu") if device is None else torch.device(device)
+        self.timings = {}   # step name -> seconds, summed over the frames this process computed
 
     # convenience views used by callers and tests
     generator = property(lambda self: self.models.generator)
@@ -120,7 +122,12 @@ class Backmapper:
         rng = torch.Generator(device=self.device).manual_seed(self.settings.seed * 1_000_003 + index)
         work = S.FrameWork(index, np.asarray(centres), np.asarray(box, dtype=np.float64), rng, self.device)
         for step in self.steps:
+            t0 = time.perf_counter()
             step(work)
+            if self.device.type == "cuda":   # a step's time includes its queued kernels
+                torch.cuda.synchronize(self.device)
+            name = type(step).__name__
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
         return work.positions
 
 
