@@ -38,7 +38,7 @@ def add_relax_options(p, standalone: bool = False):
                    help="push apart atom pairs closer than this (nm) before EM; single-precision GROMACS "
                         "overflows on near-overlaps (0: off)")
     g.add_argument("--maxwarn", type=int, default=0, help="grompp -maxwarn")
-    g.add_argument("--md-seed", type=int, default=1, help="gen-seed of the MD velocities")
+    g.add_argument("--md-seed", type=int, default=1, help="gen-seed (velocities) and ld-seed (thermostat noise) of the MD")
     g.add_argument("--md-threads", type=int, default=0, help="mdrun -nt (0: GROMACS decides)")
 
 

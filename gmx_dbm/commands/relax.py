@@ -1,4 +1,6 @@
 """`gmx_dbm relax`: energy minimisation + position-restrained MD in GROMACS (gmxapi, or the gmx command line).
+Under ``mpirun -n N`` the frames are dealt out to the ranks and rank 0 writes the output and the summary
+(``gmx_dbm.relax.ranks``).
 
 The relaxation options (``add_relax_options``) are shared with ``gmx_dbm backmap --relax``
 (``gmx_dbm/commands/_relax_args.py``).
@@ -31,8 +33,15 @@ def _write_summary(path, summary):
 
 
 def run(args) -> int:
+    import logging
+
+    from ..parallel import world as mpi_world
     from ..relax import relax
+    world = mpi_world()
+    if not world.is_root:   # one log: rank 0's (it names the frames other ranks relaxed; errors reach it)
+        logging.getLogger("gmx_dbm").setLevel(logging.WARNING)
     summary = relax(args.conf, args.topology, args.output, options_from_args(args), workdir=args.workdir,
-                    defines=args.defines or None)
-    _write_summary(getattr(args, "summary", None), summary)
+                    defines=args.defines or None, world=world)
+    if world.is_root:
+        _write_summary(getattr(args, "summary", None), summary)
     return 0

@@ -5,7 +5,8 @@
 The gmxapi chain runs in a child Python process (``python -c ... _gmxapi_stage_main``): a GROMACS fatal
 error inside ``gmxapi.mdrun`` ends the process it runs in without a Python exception, and in-process mdrun
 pins the process to cores (also ``-pin off``). The calling process's affinity is never touched. The
-child's stdout/stderr go to ``mdrun.out`` in the stage folder.
+child's stdout/stderr go to ``mdrun.out`` in the stage folder. Child processes get the environment without
+the MPI launcher's variables (``child_env``), so that a relaxation run as MPI ranks can start them.
 
 Energies come from the stage's .edr (``gmx_dbm.gromacs.edr_energies``); the log gives only what the .edr
 does not hold: EM's convergence message (steps, Fmax) and constraint warnings.
@@ -133,6 +134,24 @@ def mdrun_failure(stage_dir: Path, extra: str = "") -> str:
 # ----------------------------------------------------------------------------------------------------
 # engines
 
+# what an MPI launcher puts in its ranks' environment (Open MPI, PMIx, MPICH/Hydra, Intel MPI)
+_LAUNCHER_PREFIXES = ("OMPI_", "PMIX_", "PMI_", "HYDI_", "HYDRA_", "I_MPI_HYDRA_", "MPI_LOCALNRANKS",
+                      "MPI_LOCALRANKID")
+_LAUNCHER_KEEP = ("OMPI_ALLOW_RUN_AS_ROOT", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM")
+
+
+def child_env(env=None) -> dict:
+    """``env`` (default: this process's) without the MPI launcher's variables. A child process that
+    initialises MPI (gmxapi.mdrun imports mpi4py) with its parent rank's variables tries to join the
+    parent's job as that rank: measured with Open MPI 4.1 under mpirun, MPI_Init fails ("Not found") or
+    hangs. Without them it starts as a one-process MPI run of its own."""
+    env = dict(os.environ if env is None else env)
+    for name in list(env):
+        if name.startswith(_LAUNCHER_PREFIXES) and name not in _LAUNCHER_KEEP:
+            del env[name]
+    return env
+
+
 def _grompp_args(mdp, conf, ref, top, tpr, maxwarn):
     args = ["grompp", "-f", mdp, "-c", conf, "-p", top, "-o", tpr, "-po", Path(tpr).with_suffix(".mdout.mdp"),
             "-maxwarn", str(maxwarn)]
@@ -148,7 +167,7 @@ def run_stage_gmx(stage, stage_dir: Path, mdp: Path, conf: Path, ref, top: Path,
     tpr = stage_dir / f"{stage}.tpr"
     try:
         proc = subprocess.run([gmx, "-quiet", *_grompp_args(mdp, conf, ref, top, tpr, options.maxwarn)],
-                              cwd=stage_dir, capture_output=True, text=True)
+                              cwd=stage_dir, capture_output=True, text=True, env=child_env())
     except OSError as exc:
         raise GromacsError(f"cannot run {gmx}: {exc}", workdir=stage_dir) from None
     text = proc.stdout + proc.stderr
@@ -172,7 +191,7 @@ def run_stage_gmxapi(stage, stage_dir: Path, mdp: Path, conf: Path, ref, top: Pa
             "maxwarn": int(options.maxwarn), "threads": int(options.threads), "gmx": gmx}
     spec_path = stage_dir / "gmxapi_stage.json"
     spec_path.write_text(json.dumps(spec, indent=1))
-    env = dict(os.environ)
+    env = child_env()
     pkg_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     code = ("import sys; from gmx_dbm.relax.engines import _gmxapi_stage_main; "

@@ -54,6 +54,9 @@ def make_mdp(stage: str, options: RelaxOptions, prepared: PreparedTopology, user
         p.update({"integrator": "md", "dt": f"{options.dt:g}", "tcoupl": "v-rescale", "tc-grps": "System",
                   "tau-t": "0.1", "ref-t": f"{options.temperature:g}", "pcoupl": "no",
                   "gen-vel": "yes", "gen-temp": f"{options.temperature:g}", "gen-seed": str(options.seed),
+                  # v-rescale's noise: GROMACS's default (-1) draws a new seed per run, so that not even
+                  # two runs of one frame agree; with it fixed a run repeats bit for bit (one thread)
+                  "ld-seed": str(options.seed),
                   "continuation": "no", "comm-mode": "linear", "nstcalcenergy": "100",
                   "nstenergy": "100", "nstlog": "1000", "lincs-warnangle": "30"})
     user = dict(user.values) if isinstance(user, MdpFile) else {normalise_key(k): v for k, v in (user or {}).items()}

@@ -202,13 +202,23 @@ def fresh_workdir(workdir=None, output=None) -> Path:
 
 
 def relax(conf, topology, output, options: RelaxOptions | None = None, workdir=None, defines=None,
-          include_dirs=None, frames=None) -> dict:
+          include_dirs=None, frames=None, world=None) -> dict:
     """Relax every frame of ``conf`` (.gro/.xtc/.pdb) and stream the results to ``output``.
-    Returns a summary (work directory, per-frame EM/MD results)."""
+    Returns a summary (work directory, per-frame EM/MD results).
+
+    Started as several MPI ranks (``world``: default ``gmx_dbm.parallel.world()``), every rank calls this:
+    the frames are dealt out to the ranks, rank 0 writes them in order and every rank returns rank 0's
+    summary (``ranks``). ``world=gmx_dbm.parallel.World()``: a one-process relaxation on this rank alone."""
     from ..errors import TrajectoryError
     from ..io import Frame, open_writer, read_frames
     from ..io.safe import check_writable
+    from ..parallel import world as mpi_world
+    world = mpi_world() if world is None else world
     options = options or RelaxOptions()
+    if world.size > 1:
+        from .ranks import relax_ranks
+        return relax_ranks(conf, topology, output, options, workdir, defines, include_dirs, frames, world,
+                           Relaxer, fresh_workdir)
     options.check()
     check_writable(output)
     wd = fresh_workdir(workdir, output)
