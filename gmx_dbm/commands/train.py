@@ -1,4 +1,7 @@
-"""`gmx_dbm train CONFIG`: train a deepBackmap model from a TOML/YAML config (`--init`: write one)."""
+"""`gmx_dbm train CONFIG`: train a deepBackmap model from a TOML/YAML config (`--init`: write one).
+
+`torchrun --nproc-per-node N -m gmx_dbm train CONFIG` trains in N processes (DistributedDataParallel);
+rank 0 reports and writes, the other ranks log warnings and errors only."""
 from __future__ import annotations
 
 HELP = "train a backmapping model from a config file (TOML or YAML); --init writes a starting config"
@@ -43,7 +46,12 @@ def run(args) -> int:
         write_starter_config(args.config, args.aa, args.topology, args.mapping, cg=args.cg or None,
                              validation=args.validation or None, name=args.name, mdp=args.mdp, steps=args.steps)
         return 0
+    from ..train.distributed import launched
     from ..train.loop import train
+    ranks = launched()
+    if ranks is not None and ranks[0] != 0:
+        pkg = logging.getLogger("gmx_dbm")
+        pkg.setLevel(max(logging.WARNING, pkg.getEffectiveLevel()))
     path = train(args.config, resume=args.resume, max_steps=args.max_steps, progress=not args.no_progress,
                  output=args.output)
     logging.getLogger("gmx_dbm").info("model written to %s", path)

@@ -83,7 +83,11 @@ class Config:
     data: list
     validation: list = field(default_factory=list)
     seed: int = 0
+    # cpu | cuda | cuda:N: where the networks, the featuriser, batches and losses run (the per-frame
+    # neighbour search stays on the host); under torchrun "cuda" gives rank r cuda:(LOCAL_RANK % GPUs)
     device: str = "cpu"
+    # bf16 autocast around the generator and critic forward passes (weights, optimiser, losses and saved
+    # files stay float32); allowed on the CPU too, where it pays only on CPUs with bf16 units
     mixed_precision: bool = False
     constraints: str = "none"            # bonds the reference MD constrained: none | h-bonds | all-bonds
     chemically_specific: bool = False    # only backmap the molecules it was trained on

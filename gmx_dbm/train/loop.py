@@ -5,19 +5,31 @@ sequences without gradients, feeding each generated atom into the environment of
 training, initial-pass or Gibbs-sweep environments); then ``critic_steps`` critic updates (Wasserstein loss
 + gradient penalty, spectrally normalised critic) and one generator update (Wasserstein loss + energy
 prior on the collapsed coordinates) on all the collected samples at once.
+
+Under torchrun (``gmx_dbm.train.distributed``) every rank draws the whole batch from the same random
+streams and keeps its share of the beads: each rank featurises and generates its beads' atoms, the
+generated atoms are summed over the ranks after every recurrent step (so every environment holds all of
+them), and per-sample random numbers are drawn for the whole batch and indexed. The union of the ranks'
+samples is the single-process batch; the losses are weighted by each rank's share of the samples, so
+DistributedDataParallel's gradient average is the gradient of the whole-batch loss. Rank 0 writes the log,
+checkpoints and the model.
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..errors import ModelFileError, OutputError
+from ..devices import generator_for, resolve_device
+from ..errors import ConfigError, ModelFileError, OutputError
 from ..mapping.chemistry import bead_signatures
 from ..model.card import molecule_signatures
 from ..model.checkpoint import (build_networks, file_sha256, load_checkpoint, save_checkpoint, save_model)
@@ -28,6 +40,7 @@ from ..model.sampler import generate_frame
 from ..voxel import GridSpec, collapse, density_of, minimum_image
 from .config import Config
 from .data import SystemData, load_structures, load_system_data, vocabulary
+from .distributed import DEVICE_KEY, Group
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +61,7 @@ def _pad_cat(tensors, dim_pad=1, value=0.0):
         if t.shape[dim_pad] < m:
             shape = list(t.shape)
             shape[dim_pad] = m - t.shape[dim_pad]
-            t = torch.cat([t, torch.full(shape, value, dtype=t.dtype)], dim=dim_pad)
+            t = torch.cat([t, torch.full(shape, value, dtype=t.dtype, device=t.device)], dim=dim_pad)
         out.append(t)
     return torch.cat(out)
 
@@ -63,38 +76,92 @@ def cat_batches(batches: list) -> Batch:
                  _pad_cat([b.env_c6 for b in batches]), _pad_cat([b.env_c12 for b in batches]), bonded)
 
 
+@dataclass
+class Shard:
+    """This process's samples of one training batch (batch and true rel on the training device).
+    ``rows``: each sample's index in the whole batch (None: all of it, in order); ``total`` /
+    ``total_gibbs``: samples / Gibbs-sweep samples of the whole batch."""
+    batch: Batch
+    real_rel: torch.Tensor
+    initial: torch.Tensor          # (S,) bool, on the CPU: counts and indices without a device sync
+    rows: torch.Tensor | None
+    total: int
+    total_gibbs: int
+
+
+def _no_autocast():
+    return contextlib.nullcontext()
+
+
 def recurrent_samples(gen, data: SystemData, frame: int, beads: torch.Tensor, initial: torch.Tensor,
-                      grid: GridSpec, rng: torch.Generator):
+                      grid: GridSpec, rng: torch.Generator, noise_rng: torch.Generator | None = None,
+                      device=None, mine: slice | None = None, group: Group | None = None,
+                      autocast=_no_autocast) -> Shard:
     """Walk the beads' sequences, generated atoms feeding later environments.
-    -> (Batch, true rel (S, 3), initial-pass flag (S,))."""
+
+    The frame's state, the features and the generator run on ``device``; ``rng`` (CPU) draws the
+    rotations, ``noise_rng`` (default ``rng``) the generator noise on ``device``. With ``mine`` (a slice
+    of ``beads``) this process generates only those beads' atoms, drawing every random number for all
+    beads; ``group.sum_`` then gives every process all generated atoms before the next step."""
+    noise_rng = rng if noise_rng is None else noise_rng
+    device = torch.device("cpu") if device is None else torch.device(device)
     recipe = data.recipe
-    ref = data.aa[frame]
-    centres, box = data.cg[frame], data.box[frame]
+    ref = data.aa[frame].to(device)
+    centres, box = data.cg[frame].to(device), data.box[frame].to(device)
     state = build_state(recipe, grid, centres, box, positions=ref)
+    # which beads take part in a step is decided on the host (no device sync per step)
     seq = torch.from_numpy(recipe.bead_seq)
     angles = torch.rand(len(beads), generator=rng) * (2 * math.pi)
-    batches, reals, modes = [], [], []
+    sharded = mine is not None and (mine.start, mine.stop) != (0, len(beads))
+    own = torch.zeros(len(beads), dtype=torch.bool)
+    own[mine if sharded else slice(None)] = True
+    batches, reals, modes, rows = [], [], [], []
+    total = total_gibbs = 0
     for k in range(recipe.n_steps):
         sel = seq[beads, k] >= 0
         if not bool(sel.any()):
             break
         b = beads[sel]
         atoms = seq[b, k]
-        batch = featurize(recipe, grid, state, atoms, initial[sel], angles[sel])
-        noise = torch.randn(len(atoms), gen.noise_dim, generator=rng)
-        with torch.no_grad():
-            rel = batch.to_rel(collapse(gen(batch.grid, batch.atom_type, noise), grid))
-        state.positions[atoms] = centres[b] + rel
-        batches.append(batch)
-        reals.append(minimum_image(ref[atoms] - centres[b], box))
-        modes.append(initial[sel])
-    return cat_batches(batches), torch.cat(reals), torch.cat(modes)
+        n = len(atoms)
+        noise = torch.randn(n, gen.noise_dim, generator=noise_rng, device=device)
+        if sharded:
+            keep = own[sel].nonzero().squeeze(1)
+            rows.append(keep + total)
+            total_gibbs += int((~initial[sel]).sum())
+            total += n
+            keep_dev = keep.to(device)
+            noise = noise[keep_dev]
+            atoms_k, b_k, ini_k, ang_k = atoms[keep], b[keep], initial[sel][keep], angles[sel][keep]
+        else:
+            atoms_k, b_k, ini_k, ang_k = atoms, b, initial[sel], angles[sel]
+        atoms_k, b_k = atoms_k.to(device), b_k.to(device)
+        batch = featurize(recipe, grid, state, atoms_k, ini_k.to(device), ang_k.to(device))
+        with torch.no_grad(), autocast():
+            dens = gen(batch.grid, batch.atom_type, noise)
+        rel = batch.to_rel(collapse(dens.float(), grid))
+        if sharded:
+            # each process fills in its atoms, zeros elsewhere: the sum over processes is every atom
+            mine_rel, rel = rel, torch.zeros(n, 3, device=device)
+            rel[keep_dev] = mine_rel
+            group.sum_(rel)
+        state.positions[atoms.to(device)] = centres[b.to(device)] + rel
+        if len(atoms_k):
+            batches.append(batch)
+            reals.append(minimum_image(ref[atoms_k] - centres[b_k], box))
+            modes.append(ini_k)
+    modes = torch.cat(modes)
+    if not sharded:
+        total, total_gibbs = len(modes), int((~modes).sum())
+    return Shard(cat_batches(batches), torch.cat(reals), modes, torch.cat(rows) if sharded else None,
+                 total, total_gibbs)
 
 
-def gradient_penalty(critic, cond, atom_type, real, fake, rng):
-    eps = torch.rand(real.shape[0], 1, 1, 1, 1, generator=rng)
+def gradient_penalty(critic, cond, atom_type, real, fake, eps, autocast=_no_autocast):
+    """``eps`` (S, 1, 1, 1, 1): where between the real and the fake density each sample is taken."""
     mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    score = critic(cond, atom_type, mix)
+    with autocast():
+        score = critic(cond, atom_type, mix).float()
     (grad,) = torch.autograd.grad(score.sum(), mix, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
 
@@ -117,7 +184,7 @@ def prior_loss(cfg: Config, batch: Batch, fake_rel, real_rel, ramp: float):
     else:
         lj = e["lj"]
     loss = ramp * (cfg.prior.bonded_weight * bonded.mean() + cfg.prior.lj_weight * lj.mean())
-    return loss, {k: float(v.detach().mean()) for k, v in e.items()}
+    return loss, {k: v.detach().mean() for k, v in e.items()}
 
 
 def _config_hashes(cfg: Config) -> dict:
@@ -128,16 +195,48 @@ def _config_hashes(cfg: Config) -> dict:
     return files
 
 
+def _cpu(obj):
+    """Tensors of a checkpoint payload on the CPU, so that it loads on a machine without the device."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+class _Autocast:
+    """The generator as the sampler calls it, its forward pass under autocast; densities in float32."""
+
+    def __init__(self, net, autocast):
+        self.net, self.autocast = net, autocast
+        self.noise_dim = net.noise_dim
+
+    def __call__(self, cond, atom_type, noise):
+        with self.autocast():
+            return self.net(cond, atom_type, noise).float()
+
+
+# logged values that are mean squares: their root is logged, after the mean over the ranks
+_ROOT_LOGGED = ("rec_rms_nm",)
+
+
 class Trainer:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, group: Group | None = None):
         self.cfg = cfg
         self.out = Path(cfg.output)
         self.grid = GridSpec(cfg.grid.resolution, cfg.grid.length, cfg.grid.sigma, cfg.grid.cutoff)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        if cfg.device != "cpu":
-            # the featuriser and sampler run on the CPU; networks could move, but keep one code path
-            log.warning("device %s requested: training runs on the CPU", cfg.device)
+        if group is None:   # one process (``train`` joins torchrun's process group)
+            group = Group(device=resolve_device(cfg.device, where=DEVICE_KEY))
+        self.group = group
+        self.device = group.device
+        if cfg.mixed_precision:
+            self.autocast = lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        else:
+            self.autocast = _no_autocast
         torch.manual_seed(cfg.seed)
         structures = [load_structures(ds) for ds in cfg.data]
         val_structures = [load_structures(ds) for ds in cfg.validation]
@@ -146,22 +245,49 @@ class Trainer:
         self.chemistry = sorted({sig for _, mapping in structures for sig in bead_signatures(mapping)})
         self.data = [load_system_data(ds, self.spec, st) for ds, st in zip(cfg.data, structures)]
         self.val = [load_system_data(ds, self.spec, st) for ds, st in zip(cfg.validation, val_structures)]
+        fewest = min(min(cfg.train.beads_per_batch, d.recipe.n_beads) for d in self.data)
+        if fewest < group.size:
+            raise ConfigError(f"batches of {fewest} beads cannot be shared by {group.size} training processes: "
+                              "every process needs one bead at least", where="config key 'train.beads_per_batch'")
         self.sizes = network_sizes(cfg)
         self.gen, self.critic = build_networks(self.spec, self.grid.resolution,
                                                self.grid.sigma / self.grid.spacing, self.sizes)
+        self.gen.to(self.device)
+        self.critic.to(self.device)
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg.train.lr_generator, betas=(0.0, 0.9))
         self.opt_c = torch.optim.Adam(self.critic.parameters(), lr=cfg.train.lr_critic, betas=(0.0, 0.9))
+        # rng (host): which frame, beads and rotations, decided without device syncs; noise_rng: the
+        # per-sample noise, drawn on the training device (the same stream as rng on the CPU)
         self.rng = torch.Generator().manual_seed(cfg.seed)
+        if self.device.type == "cpu":
+            self.noise_rng = self.rng
+        else:
+            self.noise_rng = generator_for(self.device).manual_seed(cfg.seed)
         self.step = 0
         self.hashes = _config_hashes(cfg)
+        if group.active:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # no buffer broadcast before each forward: the only buffers are the critic's spectral-norm
+            # vectors, which every rank updates by the same power iteration on the same weights
+            # (check_ranks_agree covers them); the name of the option changed in torch 2.13
+            quiet = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                     else "broadcast_buffers")
+            self.gen_ddp = DDP(self.gen, device_ids=ids, **{quiet: False})
+            self.critic_ddp = DDP(self.critic, device_ids=ids, **{quiet: False})
+        else:
+            self.gen_ddp, self.critic_ddp = self.gen, self.critic
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def checkpoint_payload(self) -> dict:
-        return {"format": 1, "step": self.step, "config": json.dumps(self.cfg.to_dict()),
-                "hashes": json.dumps(self.hashes), "spec": json.dumps(self.spec.to_dict()),
-                "generator": self.gen.state_dict(), "critic": self.critic.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_c": self.opt_c.state_dict(),
-                "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state()}
+        payload = {"format": 1, "step": self.step, "config": json.dumps(self.cfg.to_dict()),
+                   "hashes": json.dumps(self.hashes), "spec": json.dumps(self.spec.to_dict()),
+                   "generator": self.gen.state_dict(), "critic": self.critic.state_dict(),
+                   "opt_g": self.opt_g.state_dict(), "opt_c": self.opt_c.state_dict(),
+                   "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state()}
+        if self.noise_rng is not self.rng:
+            payload["noise_rng"] = self.noise_rng.get_state()
+        return _cpu(payload) if self.device.type != "cpu" else payload
 
     def save(self):
         self.out.mkdir(parents=True, exist_ok=True)
@@ -184,15 +310,32 @@ class Trainer:
             self.opt_c.load_state_dict(ck["opt_c"])
             self.rng.set_state(ck["rng"])
             torch.set_rng_state(ck["torch_rng"])
+            if self.noise_rng is not self.rng:
+                if "noise_rng" not in ck:
+                    raise ModelFileError(f"checkpoint was written by a run on the CPU; this config trains on "
+                                         f"{self.device}: resume with device = \"cpu\"", path=path)
+                self.noise_rng.set_state(ck["noise_rng"])
             self.step = int(ck["step"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             if isinstance(exc, ModelFileError):
                 raise
             raise ModelFileError(f"checkpoint does not fit this config ({exc})", path=path)
+        self.check_ranks_agree()
         log.info("resumed from %s at step %d", path, self.step)
 
+    def check_ranks_agree(self) -> int:
+        """Every rank holds the same weights and spectral-norm vectors at the same step (raises if not);
+        -> the number of values compared. A no-op alone."""
+        tensors = [*self.gen.parameters(), *self.gen.buffers(), *self.critic.parameters(),
+                   *self.critic.buffers(), torch.tensor([float(self.step)], device=self.device)]
+        n = self.group.check_same(tensors, what="network weights")
+        if self.group.active:
+            log.info("step %d: the %d training processes agree on all %d network values", self.step,
+                     self.group.size, n)
+        return n
+
     # -- one step ------------------------------------------------------------------------------------
-    def sample_batch(self):
+    def sample_batch(self) -> Shard:
         cfg = self.cfg.train
         weights = torch.tensor([d.n_frames * d.recipe.n_beads for d in self.data], dtype=torch.float64)
         s = int(torch.multinomial(weights, 1, generator=self.rng))
@@ -201,32 +344,55 @@ class Trainer:
         nb = data.recipe.n_beads
         beads = torch.randperm(nb, generator=self.rng)[:min(cfg.beads_per_batch, nb)]
         initial = torch.rand(len(beads), generator=self.rng) >= cfg.gibbs_fraction
+        mine = self.group.shard(len(beads)) if self.group.active else None
         self.gen.eval()
-        batch, real_rel, initial = recurrent_samples(self.gen, data, f, beads, initial, self.grid, self.rng)
+        shard = recurrent_samples(self.gen, data, f, beads, initial, self.grid, self.rng, self.noise_rng,
+                                  self.device, mine, self.group, self.autocast)
         self.gen.train()
-        return batch, real_rel, initial
+        return shard
 
     def train_step(self) -> dict:
+        """One critic + generator update. -> the step's record: ``samples`` (of the whole batch), the
+        ramp, and 0-d tensors (this rank's share of each whole-batch mean, see ``log_record``)."""
         cfg = self.cfg.train
-        batch, real_rel, initial = self.sample_batch()
+        shard = self.sample_batch()
+        batch, real_rel, initial = shard.batch, shard.real_rel, shard.initial
         cond, at = batch.grid, batch.atom_type
         real = density_of(batch.to_local(real_rel), self.grid)
         S = cond.shape[0]
+        n_gibbs = int((~initial).sum())
+        # this rank's share of the whole-batch means (1 alone): DDP averages over ranks, so a rank's loss
+        # mean over its S samples is weighted by S * ranks / total, and the average is the whole-batch mean
+        w_s = S * self.group.size / shard.total
+        w_g = n_gibbs * self.group.size / shard.total_gibbs if shard.total_gibbs else 0.0
+        rows = None if shard.rows is None else shard.rows.to(self.device)
+
+        def draw(fn, *shape):
+            """Random numbers for the whole batch from noise_rng, this rank's rows."""
+            x = fn(shard.total, *shape, generator=self.noise_rng, device=self.device)
+            return x if rows is None else x[rows]
+
+        def weighted(x, w):
+            return x if w == 1.0 else x * w
+
         # one fake set serves all critic steps (the generator does not change between them); on a CPU
         # the generator forward is the dearest part of a critic step
-        noise = torch.randn(S, self.gen.noise_dim, generator=self.rng)
-        with torch.no_grad():
-            fake = self.gen(cond, at, noise)
+        noise = draw(torch.randn, self.gen.noise_dim)
+        with torch.no_grad(), self.autocast():
+            fake = self.gen(cond, at, noise).float()
         for _ in range(cfg.critic_steps):
-            w_dist = self.critic(cond, at, real).mean() - self.critic(cond, at, fake).mean()
-            gp = gradient_penalty(self.critic, cond, at, real, fake, self.rng)
-            loss_c = -w_dist + cfg.lambda_gp * gp
+            with self.autocast():
+                w_dist = self.critic_ddp(cond, at, real).float().mean() - self.critic_ddp(cond, at, fake).float().mean()
+            gp = gradient_penalty(self.critic_ddp, cond, at, real, fake, draw(torch.rand, 1, 1, 1, 1), self.autocast)
+            loss_c = weighted(-w_dist + cfg.lambda_gp * gp, w_s)
             self.opt_c.zero_grad(set_to_none=True)
             loss_c.backward()
             self.opt_c.step()
-        noise = torch.randn(S, self.gen.noise_dim, generator=self.rng)
-        fake = self.gen(cond, at, noise)
-        loss_w = -self.critic(cond, at, fake).mean()
+        noise = draw(torch.randn, self.gen.noise_dim)
+        # the critic judges without DDP: its gradients here are not used (zeroed before its next update)
+        with self.autocast():
+            fake = self.gen_ddp(cond, at, noise).float()
+            loss_w = -self.critic(cond, at, fake).float().mean()
         fake_rel = batch.to_rel(collapse(fake, self.grid))
         ramp = prior_weight(self.cfg, self.step)
         loss_p, energies = prior_loss(self.cfg, batch, fake_rel, real_rel, ramp)
@@ -234,17 +400,38 @@ class Trainer:
         # atoms present): it gets a CPU-sized training budget to the right neighbourhood quickly; the
         # adversarial and prior terms shape the distribution. Off when reconstruction_weight = 0.
         rec_w = self.reconstruction_weight()
-        gibbs = ~initial
-        loss_rec = ((fake_rel - real_rel) ** 2).sum(-1)[gibbs].mean() if bool(gibbs.any()) else fake_rel.sum() * 0
-        loss_g = loss_w + loss_p + rec_w * loss_rec
+        if n_gibbs:
+            gibbs = (~initial).nonzero().squeeze(1).to(self.device)
+            loss_rec = ((fake_rel - real_rel) ** 2).sum(-1)[gibbs].mean()
+        else:
+            loss_rec = fake_rel.sum() * 0
+        loss_rec = weighted(loss_rec, w_g)
+        loss_g = weighted(loss_w + loss_p, w_s) + rec_w * loss_rec
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         self.step += 1
-        dev = float((fake_rel.detach() - real_rel).norm(dim=-1).mean())
-        return {"step": self.step, "samples": S, "rec_rms_nm": float(loss_rec.detach().sqrt()), "w_dist": float(w_dist.detach()), "gp": float(gp.detach()),
-                "loss_g": float(loss_g.detach()), "loss_prior": float(loss_p.detach()), "prior_ramp": ramp,
-                "mean_dev_nm": dev, **{f"e_{k}": v for k, v in energies.items()}}
+        dev = (fake_rel.detach() - real_rel).norm(dim=-1).mean()
+        return {"step": self.step, "samples": shard.total, "rec_rms_nm": loss_rec.detach(),
+                "w_dist": weighted(w_dist.detach(), w_s), "gp": weighted(gp.detach(), w_s),
+                "loss_g": loss_g.detach(), "loss_prior": weighted(loss_p.detach(), w_s), "prior_ramp": ramp,
+                "mean_dev_nm": weighted(dev, w_s), **{f"e_{k}": weighted(v, w_s) for k, v in energies.items()}}
+
+    def log_record(self, rec: dict) -> dict:
+        """A step record with plain numbers: the tensors averaged over the ranks (each holds its mean
+        weighted by its share of the samples, so the average is the whole-batch mean), in one transfer
+        from the device."""
+        keys = [k for k, v in rec.items() if torch.is_tensor(v)]
+        if not keys:
+            return dict(rec)
+        vals = torch.stack([rec[k].detach().to(torch.float64) for k in keys])
+        if self.group.active:
+            self.group.mean_(vals)
+        numbers = dict(zip(keys, vals.tolist()))
+        for k in _ROOT_LOGGED:
+            if k in numbers:
+                numbers[k] = float(torch.tensor(numbers[k], dtype=torch.float32).sqrt())
+        return {k: numbers.get(k, v) for k, v in rec.items()}
 
     def reconstruction_weight(self) -> float:
         t = self.cfg.train
@@ -259,10 +446,11 @@ class Trainer:
         from ..metrics import bonded_jsd
         out = {}
         self.gen.eval()
+        gen = _Autocast(self.gen, self.autocast) if self.cfg.mixed_precision else self.gen
         for i, data in enumerate(self.val):
-            rng = torch.Generator().manual_seed(1234)
-            state = build_state(data.recipe, self.grid, data.cg[0], data.box[0])
-            pos = generate_frame(self.gen, data.recipe, self.grid, state, rng, gibbs=1)
+            rng = generator_for(self.device).manual_seed(1234)
+            state = build_state(data.recipe, self.grid, data.cg[0], data.box[0], device=self.device)
+            pos = generate_frame(gen, data.recipe, self.grid, state, rng, gibbs=1)
             scores = bonded_jsd(data.recipe.flat, data.aa[:1].double(), pos[None].double(), data.box[:1].double())
             out.update({f"val{i}_{k}": v for k, v in scores.items()})
         self.gen.train()
@@ -326,18 +514,23 @@ class Trainer:
         return self._reference_stats
 
     def run(self, max_steps: int | None = None, progress: bool = True) -> Path:
+        """Train to ``train.steps`` (or ``max_steps``). Every rank trains; rank 0 alone writes the log,
+        the checkpoints and the model, the others wait for the model at the end. -> the model path."""
         cfg = self.cfg.train
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            logf = open(self.out / "train_log.jsonl", "a")
-        except OSError as exc:
-            raise OutputError(f"{self.out}: cannot write the training output folder ({exc.strerror}); "
-                              "expected a writable folder (config key 'output')") from None
+        root = self.group.is_root
+        logf = None
+        if root:
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                logf = open(self.out / "train_log.jsonl", "a")
+            except OSError as exc:
+                raise OutputError(f"{self.out}: cannot write the training output folder ({exc.strerror}); "
+                                  "expected a writable folder (config key 'output')") from None
         total = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
         try:
             from tqdm import tqdm
-            bar = tqdm(total=total, initial=self.step, disable=not progress, desc=f"train {self.cfg.name}",
-                       unit="step")
+            bar = tqdm(total=total, initial=self.step, disable=not (progress and root),
+                       desc=f"train {self.cfg.name}", unit="step")
         except ImportError:  # pragma: no cover
             bar = None
         t0 = time.perf_counter()
@@ -346,35 +539,51 @@ class Trainer:
             while self.step < total:
                 rec = self.train_step()
                 samples += rec["samples"]
-                rec["samples_per_s"] = samples / (time.perf_counter() - t0)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(w=f"{rec['w_dist']:.3f}", dev=f"{rec['mean_dev_nm']:.3f}")
-                if self.step % cfg.validate_every == 0 and self.val:
-                    rec.update(self.validate())
+                validate = self.step % cfg.validate_every == 0 and self.val
                 if self.step % cfg.log_every == 0 or self.step % cfg.validate_every == 0 or self.step == total:
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
+                    # the only transfer of the step's scalars from the device (and a collective under torchrun)
+                    rec = self.log_record(rec)
+                    rec["samples_per_s"] = samples / (time.perf_counter() - t0)
+                    if bar is not None:
+                        bar.set_postfix(w=f"{rec['w_dist']:.3f}", dev=f"{rec['mean_dev_nm']:.3f}")
+                    if root:
+                        if validate:
+                            rec.update(self.validate())
+                        logf.write(json.dumps(rec) + "\n")
+                        logf.flush()
                 if self.step % cfg.checkpoint_every == 0 or self.step == total:
-                    self.save()
+                    self.check_ranks_agree()
+                    if root:
+                        self.save()
         finally:
-            logf.close()
+            if logf is not None:
+                logf.close()
             if bar is not None:
                 bar.close()
-        return self.export()
+        path = self.export() if root else self.out / "model.safetensors"
+        self.group.barrier()
+        return path
 
 
 def train(config_path, resume: bool = False, max_steps: int | None = None, progress: bool = True,
           output=None) -> Path:
-    """Train from a config file; ``output`` overrides the config's output folder. Returns the model path."""
+    """Train from a config file; ``output`` overrides the config's output folder. Returns the model path.
+    Started by torchrun as one of several processes, it trains with them (``gmx_dbm.train.distributed``)."""
     from .config import resolve_config
+    from .distributed import start
     cfg = resolve_config(config_path)
     if output is not None:
         cfg.output = os.path.abspath(output)
-    trainer = Trainer(cfg)
-    if resume:
-        if (trainer.out / "last.pt").exists():
-            trainer.resume()
-        else:
-            log.warning("--resume: no checkpoint in %s, starting from step 0", trainer.out)
-    return trainer.run(max_steps=max_steps, progress=progress)
+    group = start(cfg.device, config_path)
+    try:
+        trainer = Trainer(cfg, group)
+        if resume:
+            if (trainer.out / "last.pt").exists():
+                trainer.resume()
+            else:
+                log.warning("--resume: no checkpoint in %s, starting from step 0", trainer.out)
+        return trainer.run(max_steps=max_steps, progress=progress)
+    finally:
+        group.close()
