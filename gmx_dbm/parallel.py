@@ -70,20 +70,10 @@ def world() -> World:
 
 
 def set_threads(threads: int | None, world: World) -> int:
-    """torch's intra-op threads for this rank: ``threads`` if given, else the cores this process may use
-    (its affinity mask: what mpirun/srun bound it to) divided among the ranks sharing them."""
+    """torch's intra-op threads for this rank: ``threads`` if given, else ``rank_cores``."""
     import torch
 
-    if threads is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:   # not Linux
-            cores = os.cpu_count() or 1
-        if world.size > 1 and cores >= (os.cpu_count() or 1):
-            # not bound: the ranks on this node share its cores
-            cores = max(1, cores // max(1, _ranks_on_node(world)))
-        threads = cores
-    torch.set_num_threads(max(1, int(threads)))
+    torch.set_num_threads(max(1, int(threads if threads else rank_cores(world))))
     return torch.get_num_threads()
 
 
@@ -92,3 +82,147 @@ def _ranks_on_node(world: World) -> int:
         return 1
     from mpi4py import MPI
     return world.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
+
+
+# ------------------------------------------------------------------------------ items in order over ranks
+# rank 0 computes its share of a stream of items and writes every item in order; the other ranks compute
+# theirs and send them. Used by ``backmap`` and ``relax`` (each item a frame).
+TAG_RESULT, TAG_ERROR, TAG_DONE, TAG_STOP = 11, 12, 13, 14
+# results a rank may have in flight to rank 0 before it waits (bounds its memory)
+IN_FLIGHT = 2
+
+
+def exit_code(exc) -> int:
+    """The exit code every rank ends with: 0, 2 for a gmx_dbm error, 1 for anything else."""
+    from .errors import GmxDbmError
+    return 0 if exc is None else 2 if isinstance(exc, GmxDbmError) else 1
+
+
+def portable(exc: BaseException, rank: int) -> BaseException:
+    """``exc`` if it survives pickling with the same message, else a stand-in of the same kind (a
+    GmxDbmError stays one: the exit code depends on it)."""
+    import pickle
+
+    from .errors import GmxDbmError
+    try:
+        back = pickle.loads(pickle.dumps(exc))
+        if type(back) is type(exc) and str(back) == str(exc):
+            return exc
+    except Exception:   # not picklable: the stand-in below carries its message
+        pass
+    if isinstance(exc, GmxDbmError):
+        return GmxDbmError(str(exc))
+    return RuntimeError(f"rank {rank}: {type(exc).__name__}: {exc}")
+
+
+def in_order_root(world: World, items, compute, write, first: int = 0, check=None) -> int:
+    """Rank 0's side: ``items`` yields (k, *args) with k = 0, 1, ... (the same stream on every rank);
+    item k belongs to rank k % size. Computes its own items (``compute(k, *args)`` -> a dict with "k"),
+    receives the others' and calls ``write(result)`` in order from ``first`` on (items before it are
+    skipped). ``check(total)`` runs once all are written. Returns the number of items. An error here or
+    sent by a rank stops every rank (``in_order_worker`` ends with ``RankStopped``) and is raised; an
+    interruption (KeyboardInterrupt) propagates at once."""
+    comm = world.comm
+    pending, done = {}, set()
+    nxt = first
+
+    def receive():
+        from mpi4py import MPI
+        status = MPI.Status()
+        msg = comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
+        if status.Get_tag() == TAG_ERROR:
+            log.debug("rank %d failed: %s", status.Get_source(), msg)
+            raise msg
+        if status.Get_tag() == TAG_DONE:
+            done.add(status.Get_source())
+            return
+        pending[msg["k"]] = msg
+
+    def drain(upto: int):
+        nonlocal nxt
+        while nxt <= upto:
+            if nxt in pending:
+                write(pending.pop(nxt))
+                nxt += 1
+            elif nxt % world.size == 0:
+                return
+            else:
+                receive()
+
+    total = first
+    try:
+        for k, *args in items:
+            total = k + 1
+            if k < first:
+                continue
+            if k % world.size == 0:
+                drain(k - 1)
+                pending[k] = compute(k, *args)
+            drain(k)
+        drain(total - 1)
+        if check is not None:
+            check(total)
+    except Exception as exc:
+        _finish_root(world, exc, done)
+        raise
+    _finish_root(world, None, done)
+    return total
+
+
+def _finish_root(world: World, failed, done: set) -> None:
+    """Stop the ranks after a failure, match every message they sent, tell them the exit code."""
+    comm = world.comm
+    if comm is None:
+        return
+    from mpi4py import MPI
+    if failed is not None:
+        for r in range(1, world.size):
+            comm.send(None, dest=r, tag=TAG_STOP)
+    while len(done) < world.size - 1:
+        status = MPI.Status()
+        comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
+        if status.Get_tag() == TAG_DONE:
+            done.add(status.Get_source())
+    comm.bcast(exit_code(failed), root=0)
+
+
+def in_order_worker(world: World, items, compute, first: int = 0) -> None:
+    """The other ranks' side of ``in_order_root``: compute this rank's items from ``first`` on and send
+    them to rank 0; an error goes to rank 0 instead. Ends with ``RankStopped`` when the run failed."""
+    from .errors import RankStopped
+    comm = world.comm
+    in_flight, stopped = [], False
+    try:
+        for k, *args in items:
+            if k < first or k % world.size != world.rank:
+                continue
+            if comm.Iprobe(source=0, tag=TAG_STOP):
+                comm.recv(source=0, tag=TAG_STOP)
+                stopped = True
+                break
+            in_flight.append(comm.isend(compute(k, *args), dest=0, tag=TAG_RESULT))
+            while len(in_flight) > IN_FLIGHT:
+                in_flight.pop(0).wait()
+    except Exception as exc:   # rank 0 reports it; this rank ends quietly
+        comm.send(portable(exc, world.rank), dest=0, tag=TAG_ERROR)
+    for req in in_flight:
+        req.wait()
+    comm.send(None, dest=0, tag=TAG_DONE)
+    code = comm.bcast(None, root=0)
+    if code:
+        if not stopped:
+            comm.recv(source=0, tag=TAG_STOP)
+        raise RankStopped(code)
+
+
+def rank_cores(world: World) -> int:
+    """The cores this process may use (its affinity mask: what mpirun/srun bound it to), divided among
+    the ranks on its node when they were not bound. Collective when ``world`` has several ranks."""
+    on_node = _ranks_on_node(world) if world.size > 1 else 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # not Linux
+        cores = os.cpu_count() or 1
+    if on_node > 1 and cores >= (os.cpu_count() or 1):   # not bound: the ranks on this node share its cores
+        cores //= on_node
+    return max(1, cores)

@@ -15,15 +15,11 @@ import time
 import numpy as np
 
 from ..errors import GmxDbmError, RankStopped, TrajectoryError
-from ..io import Frame, check_names, open_writer, read_frames
+from ..io import Frame, check_names, open_writer, read_selected
+from ..parallel import in_order_root, in_order_worker
 from . import resume as R
 
 log = logging.getLogger(__name__)
-
-TAG_RESULT, TAG_ERROR, TAG_DONE, TAG_STOP = 11, 12, 13, 14
-# results a rank may have in flight to rank 0 before it waits (bounds its memory)
-IN_FLIGHT = 2
-
 
 def check_cg_frame(frame: Frame, mflat, path, index: int) -> None:
     """Bead count and, where the file names them, bead names must follow the topology + mapping."""
@@ -36,12 +32,7 @@ def check_cg_frame(frame: Frame, mflat, path, index: int) -> None:
 def selected_frames(cg, n_beads: int, frames=None):
     """(k, input index, frame) of the frames to backmap, k counting the selected ones. A CG trajectory whose
     last frame is incomplete (the CG run was killed) ends before it, with a warning."""
-    k = 0
-    for i, fr in enumerate(read_frames(cg, n_atoms=n_beads, truncated_end=True)):
-        if frames is not None and i not in frames:
-            continue
-        yield k, i, fr
-        k += 1
+    return read_selected(cg, n_atoms=n_beads, frames=frames, truncated_end=True)
 
 
 class FrameRun:
@@ -67,9 +58,6 @@ class FrameRun:
         return {"k": k, "i": i, "positions": pos, "box": np.asarray(fr.box, dtype=np.float64),
                 "time": fr.time, "step": fr.step, "quality": report, "seconds": dt}
 
-    def owner(self, k: int) -> int:
-        return k % self.world.size
-
     # ------------------------------------------------------------------ entry
     def run(self) -> tuple:
         """-> (frames written in this run and before it, quality reports of every frame)."""
@@ -84,27 +72,26 @@ class FrameRun:
                 cpt, appending = R.start(self.output, self.fp, self.resume)
             except GmxDbmError as exc:
                 err = exc
+        first = None if err is not None or cpt is None else cpt.frames
         if comm is not None:
-            mine = None if err is not None or cpt is None else cpt.frames
-            first = comm.bcast(mine, root=0)
+            first = comm.bcast(first, root=0)
             if first is None and not self.world.is_root:
                 raise RankStopped(2)
         if err is not None:
             raise err
-        return cpt, appending
+        return cpt, appending, first
+
+    def _frames(self):
+        return selected_frames(self.cg, self.bm.mflat.n_beads, self.frames)
 
     def _root(self) -> tuple:
-        cpt, appending = self._start()
-        first = cpt.frames
+        cpt, appending, first = self._start()
         part = R.partial_path(self.output)
         writer = open_writer(self.output, self.atoms, partial=part, append_at=cpt.nbytes if appending else None,
                              n_frames=cpt.frames)
         from tqdm import tqdm
         bar = tqdm(desc="backmap", unit="frame", initial=first, disable=not self.progress)
-        pending, done_ranks = {}, set()
         cpt_path = R.checkpoint_path(self.output)
-        nxt = first
-        total = first
 
         def write(res):
             writer.write(Frame(res["positions"], res["box"], time=res["time"], step=res["step"]))
@@ -115,40 +102,7 @@ class FrameRun:
             cpt.save(cpt_path)
             bar.update(1)
 
-        def receive():
-            status = _status()
-            msg = self.world.comm.recv(source=_any(), tag=_any_tag(), status=status)
-            tag, src = status.Get_tag(), status.Get_source()
-            if tag == TAG_ERROR:
-                log.debug("rank %d failed: %s", src, msg)
-                raise msg
-            if tag == TAG_DONE:
-                done_ranks.add(src)
-                return
-            pending[msg["k"]] = msg
-
-        def drain(upto: int):
-            nonlocal nxt
-            while nxt <= upto:
-                if nxt in pending:
-                    write(pending.pop(nxt))
-                    nxt += 1
-                elif self.owner(nxt) == 0:
-                    return
-                else:
-                    receive()
-
-        failed = None
-        try:
-            for k, i, fr in selected_frames(self.cg, self.bm.mflat.n_beads, self.frames):
-                total = k + 1
-                if k < first:
-                    continue
-                if self.owner(k) == 0:
-                    drain(k - 1)
-                    pending[k] = self.compute(k, i, fr)
-                drain(k)
-            drain(total - 1)
+        def check(total):
             if total == 0:
                 raise TrajectoryError("contains no frames", path=self.cg)
             if total < first:
@@ -156,8 +110,10 @@ class FrameRun:
                                       "done", path=self.cg)
             writer.close()   # the partial file becomes the output (an existing one is backed up)
             R.finish(self.output)
-        except Exception as exc:
-            failed = exc
+
+        try:
+            in_order_root(self.world, self._frames(), self.compute, write, first=first, check=check)
+        except Exception:
             writer.abort()
             R.discard(self.output)
             raise
@@ -167,66 +123,11 @@ class FrameRun:
             raise
         finally:
             bar.close()
-            self._finish_root(failed, done_ranks)
         return cpt.frames, cpt.quality
 
-    def _finish_root(self, failed, done_ranks: set) -> None:
-        comm = self.world.comm
-        if comm is None:
-            return
-        code = 0 if failed is None else 2 if isinstance(failed, GmxDbmError) else 1
-        if failed is not None:
-            for r in range(1, self.world.size):
-                comm.send(None, dest=r, tag=TAG_STOP)
-        while len(done_ranks) < self.world.size - 1:   # match every message the ranks sent
-            status = _status()
-            comm.recv(source=_any(), tag=_any_tag(), status=status)
-            if status.Get_tag() == TAG_DONE:
-                done_ranks.add(status.Get_source())
-        comm.bcast(code, root=0)
-
     def _worker(self) -> tuple:
-        comm = self.world.comm
-        self._start()
-        in_flight, stopped = [], False
-        try:
-            for k, i, fr in selected_frames(self.cg, self.bm.mflat.n_beads, self.frames):
-                if self.owner(k) != self.world.rank:
-                    continue
-                if comm.Iprobe(source=0, tag=TAG_STOP):
-                    comm.recv(source=0, tag=TAG_STOP)
-                    stopped = True
-                    break
-                res = self.compute(k, i, fr)
-                in_flight.append(comm.isend(res, dest=0, tag=TAG_RESULT))
-                while len(in_flight) > IN_FLIGHT:
-                    in_flight.pop(0).wait()
-        except Exception as exc:   # rank 0 reports it; this rank ends quietly
-            try:
-                comm.send(exc, dest=0, tag=TAG_ERROR)
-            except Exception:
-                comm.send(RuntimeError(f"rank {self.world.rank}: {exc}"), dest=0, tag=TAG_ERROR)
-        for req in in_flight:
-            req.wait()
-        comm.send(None, dest=0, tag=TAG_DONE)
-        code = comm.bcast(None, root=0)
-        if code:
-            if not stopped:
-                comm.recv(source=0, tag=TAG_STOP)
-            raise RankStopped(code)
+        _, _, first = self._start()
+        in_order_worker(self.world, self._frames(), self.compute, first=first)
         return 0, []
 
 
-def _status():
-    from mpi4py import MPI
-    return MPI.Status()
-
-
-def _any():
-    from mpi4py import MPI
-    return MPI.ANY_SOURCE
-
-
-def _any_tag():
-    from mpi4py import MPI
-    return MPI.ANY_TAG

@@ -8,9 +8,9 @@ registers itself (``register_reader`` / ``register_writer``).
 """
 from .base import check_names, register_reader, register_writer
 from .frames import (READ_FORMATS, WRITE_FORMATS, AtomInfo, Frame, FrameWriter, count_frames, open_writer,
-                     read_frame, read_frames, write_frames)
+                     read_frame, read_frames, read_selected, write_frames)
 from .safe import atomic_output, backup_name, check_writable
 
-__all__ = ["Frame", "AtomInfo", "FrameWriter", "read_frames", "read_frame", "count_frames", "open_writer",
+__all__ = ["Frame", "AtomInfo", "FrameWriter", "read_frames", "read_selected", "read_frame", "count_frames", "open_writer",
            "write_frames", "atomic_output", "check_writable", "backup_name", "READ_FORMATS", "WRITE_FORMATS",
            "register_reader", "register_writer", "check_names"]

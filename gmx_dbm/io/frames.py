@@ -39,6 +39,17 @@ def read_frames(path, n_atoms: int | None = None, truncated_end: bool = False) -
     return _until_truncated(frames, path) if truncated_end else frames
 
 
+def read_selected(path, n_atoms: int | None = None, frames=None, truncated_end: bool = False):
+    """(k, input index, frame) of the frames of ``path`` whose index is ``in frames`` (all when None), k
+    counting the selected ones (``read_frames`` otherwise)."""
+    k = 0
+    for i, fr in enumerate(read_frames(path, n_atoms=n_atoms, truncated_end=truncated_end)):
+        if frames is not None and i not in frames:
+            continue
+        yield k, i, fr
+        k += 1
+
+
 def _until_truncated(frames, path) -> Iterator[Frame]:
     try:
         yield from frames

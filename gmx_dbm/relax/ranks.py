@@ -19,8 +19,6 @@ no Python exception, so mpirun aborts the job before rank 0 can report anything 
 from __future__ import annotations
 
 import logging
-import os
-import pickle
 import shutil
 import time
 from dataclasses import replace
@@ -28,59 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GmxDbmError, InputError, RankStopped, TrajectoryError
+from ..errors import InputError, RankStopped, TrajectoryError
+from ..io import read_selected
+from ..parallel import exit_code, in_order_root, in_order_worker, portable, rank_cores
 from .options import RelaxOptions
 
 log = logging.getLogger(__name__)
 
-TAG_RESULT, TAG_ERROR, TAG_DONE, TAG_STOP = 21, 22, 23, 24
-# results a rank may have in flight to rank 0 before it waits (bounds its memory)
-IN_FLIGHT = 2
-
-
-def _code(exc) -> int:
-    return 0 if exc is None else 2 if isinstance(exc, GmxDbmError) else 1
-
-
-def _portable(exc: BaseException, rank: int) -> BaseException:
-    """``exc`` if it survives pickling with the same message, else a stand-in of the same kind (a
-    GmxDbmError stays one: the exit code depends on it)."""
-    try:
-        back = pickle.loads(pickle.dumps(exc))
-        if type(back) is type(exc) and str(back) == str(exc):
-            return exc
-    except Exception:   # not picklable: the stand-in below carries its message
-        pass
-    if isinstance(exc, GmxDbmError):
-        return GmxDbmError(str(exc))
-    return RuntimeError(f"rank {rank}: {type(exc).__name__}: {exc}")
-
-
 def rank_threads(options: RelaxOptions, world) -> int:
-    """mdrun threads of each rank: ``options.threads`` when given, else the cores this rank may use (its
-    affinity mask), divided among the ranks on its node when mpirun did not bind them. Collective."""
-    from mpi4py import MPI
-    on_node = world.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_size()
-    if options.threads:
-        return int(options.threads)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:   # not Linux
-        cores = os.cpu_count() or 1
-    if cores >= (os.cpu_count() or 1):   # not bound: the ranks on this node share its cores
-        cores //= max(1, on_node)
-    return max(1, cores)
-
-
-def _selected(conf, n_atoms: int, frames):
-    """(k, input index, frame) of the frames to relax, k counting the selected ones."""
-    from ..io import read_frames
-    k = 0
-    for i, fr in enumerate(read_frames(conf, n_atoms=n_atoms)):
-        if frames is not None and i not in frames:
-            continue
-        yield k, i, fr
-        k += 1
+    """mdrun threads of each rank: ``options.threads`` when given, else ``parallel.rank_cores``.
+    Collective."""
+    cores = rank_cores(world)
+    return int(options.threads) if options.threads else cores
 
 
 class RankRun:
@@ -112,7 +69,7 @@ class RankRun:
                 self.wd = self.make_workdir(self.workdir, self.output)
             except Exception as exc:
                 err = exc
-        msg = ((None if self.wd is None else str(self.wd)), _code(err)) if self.world.is_root else None
+        msg = ((None if self.wd is None else str(self.wd)), exit_code(err)) if self.world.is_root else None
         wd, code = self.comm.bcast(msg, root=0)
         if code:
             if self.world.is_root:
@@ -125,9 +82,9 @@ class RankRun:
                                              self.defines, self.include_dirs)
         except Exception as exc:
             err = exc
-        errors = self.comm.gather(None if err is None else _portable(err, self.world.rank), root=0)
+        errors = self.comm.gather(None if err is None else portable(err, self.world.rank), root=0)
         first = next((e for e in errors if e is not None), None) if self.world.is_root else None
-        code = self.comm.bcast(_code(first), root=0)
+        code = self.comm.bcast(exit_code(first), root=0)
         if code:
             if self.world.is_root:
                 self._clean(first)
@@ -159,13 +116,14 @@ class RankRun:
         self._setup()
         return self._root() if self.world.is_root else self._worker()
 
+    def _frames(self):
+        return read_selected(self.conf, n_atoms=self.relaxer.n_atoms, frames=self.frames)
+
     def _root(self) -> dict:
         from ..io import Frame, open_writer
-        comm = self.comm
         t0 = time.perf_counter()
         writer = None
-        pending, done_ranks, results = {}, set(), []
-        nxt = 0
+        results = []
 
         def write(res):
             writer.write(Frame(res["positions"], res["box"], time=res["time"], step=res["step"]))
@@ -174,100 +132,32 @@ class RankRun:
             if s["rank"] != 0:   # rank 0 logs its own frames as it relaxes them
                 log.info("frame %d: relaxed on rank %d (%.1f s)", s["frame"], s["rank"], s["seconds"])
 
-        def receive():
-            from mpi4py import MPI
-            status = MPI.Status()
-            msg = comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
-            tag, src = status.Get_tag(), status.Get_source()
-            if tag == TAG_ERROR:
-                log.debug("rank %d failed: %s", src, msg)
-                raise msg
-            if tag == TAG_DONE:
-                done_ranks.add(src)
-                return
-            pending[msg["k"]] = msg
-
-        def drain(upto: int):
-            nonlocal nxt
-            while nxt <= upto:
-                if nxt in pending:
-                    write(pending.pop(nxt))
-                    nxt += 1
-                elif self.owner(nxt) == 0:
-                    return
-                else:
-                    receive()
-
-        failed = None
-        total = 0
-        try:
-            writer = open_writer(self.output, self.relaxer.atoms)
-            for k, i, fr in _selected(self.conf, self.relaxer.n_atoms, self.frames):
-                total = k + 1
-                if self.owner(k) == 0:
-                    drain(k - 1)
-                    pending[k] = self.compute(k, i, fr)
-                drain(k)
-            drain(total - 1)
+        def check(total):
             if total == 0:
                 raise TrajectoryError("contains no frames", path=self.conf)
             writer.close()   # the temporary file becomes the output (an existing one is backed up)
+
+        try:
+            writer = open_writer(self.output, self.relaxer.atoms)
+            in_order_root(self.world, self._frames(), self.compute, write, check=check)
         except Exception as exc:
-            failed = exc
             if writer is not None:
                 writer.abort()
+            self._clean(exc)
+            raise
         except BaseException:
             if writer is not None:
                 writer.abort()   # interrupted: mpirun ends the other ranks
             raise
-        self._finish_root(failed, done_ranks)
-        if failed is not None:
-            self._clean(failed)
-            raise failed
         summary = {"workdir": str(self.wd), "engine": self.relaxer.engine, "frames": results,
                    "seconds": time.perf_counter() - t0, "output": str(self.output), "ranks": self.world.size}
         log.info("wrote %s: %d relaxed frames in %.1f s on %d ranks (work directory %s)", self.output,
                  len(results), summary["seconds"], self.world.size, self.wd)
-        return comm.bcast(summary, root=0)
-
-    def _finish_root(self, failed, done_ranks: set) -> None:
-        from mpi4py import MPI
-        comm = self.comm
-        if failed is not None:
-            for r in range(1, self.world.size):
-                comm.send(None, dest=r, tag=TAG_STOP)
-        while len(done_ranks) < self.world.size - 1:   # match every message the ranks sent
-            status = MPI.Status()
-            comm.recv(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status)
-            if status.Get_tag() == TAG_DONE:
-                done_ranks.add(status.Get_source())
-        comm.bcast(_code(failed), root=0)
+        return self.comm.bcast(summary, root=0)
 
     def _worker(self) -> dict:
-        comm = self.comm
-        in_flight, stopped = [], False
-        try:
-            for k, i, fr in _selected(self.conf, self.relaxer.n_atoms, self.frames):
-                if self.owner(k) != self.world.rank:
-                    continue
-                if comm.Iprobe(source=0, tag=TAG_STOP):
-                    comm.recv(source=0, tag=TAG_STOP)
-                    stopped = True
-                    break
-                in_flight.append(comm.isend(self.compute(k, i, fr), dest=0, tag=TAG_RESULT))
-                while len(in_flight) > IN_FLIGHT:
-                    in_flight.pop(0).wait()
-        except Exception as exc:   # rank 0 reports it; this rank ends quietly
-            comm.send(_portable(exc, self.world.rank), dest=0, tag=TAG_ERROR)
-        for req in in_flight:
-            req.wait()
-        comm.send(None, dest=0, tag=TAG_DONE)
-        code = comm.bcast(None, root=0)
-        if code:
-            if not stopped:
-                comm.recv(source=0, tag=TAG_STOP)
-            raise RankStopped(code)
-        return comm.bcast(None, root=0)
+        in_order_worker(self.world, self._frames(), self.compute)
+        return self.comm.bcast(None, root=0)
 
 
 def relax_ranks(conf, topology, output, options: RelaxOptions, workdir, defines, include_dirs, frames,
