@@ -24,6 +24,8 @@ from .geometry import minimum_image, periodic_pairs
 log = logging.getLogger(__name__)
 
 QUALITY_STD_FLOOR = 0.02  # kJ/mol per atom
+# the energies the quality tables report (evaluate) and training validates: (label, force-field terms summed)
+TABLE_ENERGIES = (("angle E", ("angle",)), ("improper E", ("improper",)), ("LJ E", ("lj_sr", "lj_14")))
 RING_SIZES = range(3, 9)
 # relative: thermal fluctuations of sPS ring distances stay below 6% (453 K reference); after the
 # generator's Gibbs sweeps 99% of ring distances are within 11% and the thermalisation corrects those; a

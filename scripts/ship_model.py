@@ -1,10 +1,12 @@
 """Copy a trained model into the package (gmx_dbm/data/models/NAME.safetensors) and write its model card.
 
 Usage: python scripts/ship_model.py NAME RUN_MODEL.safetensors [--quality QUALITY.md] [--select-temperature K]
-       [--sampler JSON] [--temperature K]
+       [--sampler JSON] [--temperature K] [--run RUN_FOLDER]
 RUN_MODEL may be the shipped file itself (to update its card).
-The card (NAME.md) states the data, config, training steps and the measured quality/speed given in
-QUALITY.md (a Markdown fragment, e.g. the table printed by benchmarks/quality_t453.py).
+The card (NAME.md) states the data, config, training steps, the run's provenance (config hash, wall time and
+machine of each stretch of training) and the measured quality/speed given in QUALITY.md (a Markdown
+fragment, e.g. the table printed by benchmarks/quality_t453.py). With --run, the run's training log and its
+learning curves are copied to docs/training/NAME_train_log.jsonl and NAME_learning_curves.png.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ def main():
                     help="compute the bead chemistry and the tacticity pattern of the card from this training "
                          "config's data (topologies, mappings, all-atom frames), as the trainer records them, for "
                          "a model trained before the trainer recorded them")
+    ap.add_argument("--run", default=None, metavar="RUN_FOLDER",
+                    help="the training run's output folder: its log and learning curves go to docs/training/")
     ap.add_argument("--sampler", default=None,
                     help='default sampler settings stored in the card, JSON, e.g. \'{"gibbs": 6, "proposals": 16}\'')
     args = ap.parse_args()
@@ -91,11 +95,45 @@ def main():
              f"- temperature of the training data, the default thermalisation temperature (--temperature): "
              f"{card.get('temperature', 'not recorded (300 K is used)')} K",
              "", "The full resolved config is stored in the file's safetensors metadata (`gmx_dbm` entry).", ""]
+    lines += provenance_lines(args.name, meta)
+    if args.run:
+        lines += copy_run_record(args.name, Path(args.run))
     if args.quality:
         lines += ["## Measured quality and speed", "", Path(args.quality).read_text().strip(), ""]
     (dest.with_suffix(".md")).write_text("\n".join(lines))
     print(f"shipped {dest} ({dest.stat().st_size / 1e6:.2f} MB) and {dest.with_suffix('.md')}")
     print(json.dumps(card, indent=1)[:400])
+
+
+def provenance_lines(name: str, meta: dict) -> list:
+    """The card's account of how the weights were made: config hash and each stretch of training."""
+    history = meta.get("history") or []
+    out = ["## Provenance", ""]
+    if not meta.get("config_sha256"):
+        return out + ["Trained before runs recorded their config hash and history: this model is not shown to "
+                      f"be reproducible from `examples/train/{name}.toml`.", ""]
+    out += [f"- config: `examples/train/{name}.toml`, sha256 `{meta['config_sha256']}`"]
+    first = history[0]["from_step"] if history else meta.get("steps")
+    if first:
+        out += [f"- steps 0-{first}: recorded by the run's log only (the trainer did not yet record history)"]
+    for h in history:
+        out += [f"- steps {h['from_step']}-{h['to_step']}: {h['wall_s'] / 3600:.2f} h on {h['cpu']} "
+                f"({h['device']}, {h['processes']} process(es) x {h['threads']} thread(s), torch {h['torch']}), "
+                f"config sha256 `{str(h['config_sha256'])[:12]}`"]
+    return out + [""]
+
+
+def copy_run_record(name: str, run: Path) -> list:
+    """Copy the run's training log and learning curves into docs/training/; -> card lines."""
+    import shutil
+    from gmx_dbm.train.curves import plot_learning_curves
+    dest = ROOT / "docs" / "training"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run / "train_log.jsonl", dest / f"{name}_train_log.jsonl")
+    png = plot_learning_curves(dest / f"{name}_train_log.jsonl", dest / f"{name}_learning_curves.png")
+    return [f"Learning curves: `docs/training/{png.name}` (from `docs/training/{name}_train_log.jsonl`, the "
+            "run's own log; validation = one 453 K frame, generator only, 1 Gibbs sweep, no thermalisation).",
+            ""] if png else []
 
 
 def card_from_config(path) -> dict:

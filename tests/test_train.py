@@ -48,3 +48,40 @@ def test_transfer_config_trains_a_step_on_octane_and_cumene(root, shared_data, t
     _, meta = load_model(out / "model.safetensors")
     assert meta["spec"]["bead_type_alias"] == {"BB": "B", "SC": "A"}
     assert sorted(meta["spec"]["bead_types"]) == ["A", "B"]
+
+
+def test_run_records_its_history_keeps_steps_and_warns_of_a_changed_config(toy_cg, tmp_path, caplog):
+    """A run keeps the generator at ``train.keep_steps``, records config hash, steps, wall time and machine
+    of each stretch (checkpoint and model), draws its learning curves, and warns when resumed with an
+    edited config."""
+    from toy import DATA, toy_config
+    from gmx_dbm.model.checkpoint import file_sha256
+    cfg = toy_config(tmp_path / "toy.toml", tmp_path / "run", toy_cg, steps=6, checkpoint_every=3,
+                     extra_train="keep_steps = [2]")
+    cfg.write_text(cfg.read_text().replace("validate_every = 1000", "validate_every = 3") +
+                   f'\n[[validation]]\naa = "{DATA / "toy.gro"}"\ncg = "{toy_cg}"\n'
+                   f'topology = "{DATA / "toy.top"}"\nmapping = "{DATA / "toy.map"}"\n')
+    assert main(["-q", "train", str(cfg), "--max-steps", "3", "--no-progress"]) == 0
+    run = tmp_path / "run"
+    kept, kept_meta = load_model(run / "step_0000002.safetensors")
+    assert kept_meta["steps"] == 2 and kept_meta["config_sha256"] == file_sha256(cfg)
+    _, meta = load_model(run / "model.safetensors")
+    assert not any(torch.equal(a, b) for a, b in zip(kept.state_dict().values(),
+                                                     load_model(run / "model.safetensors")[0].state_dict().values())
+                   if a.dtype.is_floating_point and a.numel() > 8)
+    (first,) = meta["history"]
+    assert (first["from_step"], first["to_step"], first["config_sha256"]) == (0, 3, file_sha256(cfg))
+    assert first["wall_s"] > 0 and first["threads"] == 1 and first["device"] == "cpu" and first["cpu"]
+    assert json.loads(load_checkpoint(run / "last.pt")["history"]) == meta["history"]
+    assert (run / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    rec = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()][-1]
+    assert {"val0_bond_jsd", "val0_clashes", "val0_deformed_rings", "val0_e_angle_rel", "val0_e_lj_rel"} <= set(rec)
+
+    # the config edited (more steps) between the stretches: a second history entry and a warning
+    cfg.write_text(cfg.read_text().replace("steps = 6", "steps = 5"))
+    caplog.clear()
+    assert main(["train", str(cfg), "--resume", "--no-progress"]) == 0
+    assert "the config file changed since earlier steps of this run" in caplog.text
+    _, meta = load_model(run / "model.safetensors")
+    assert [(h["from_step"], h["to_step"]) for h in meta["history"]] == [(0, 3), (3, 5)]
+    assert meta["history"][1]["config_sha256"] == meta["config_sha256"] == file_sha256(cfg) != first["config_sha256"]

@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io import atomic_output
+from ..quality import TABLE_ENERGIES
 from .statistics import KINDS
-
-TABLE_ENERGIES = (("angle E", ("angle",)), ("improper E", ("improper",)), ("LJ E", ("lj_sr", "lj_14")))
 
 
 def labels(paths) -> list:

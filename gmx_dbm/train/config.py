@@ -74,6 +74,9 @@ class TrainConfig:
     validate_every: int = 100
     log_every: int = 10
     threads: int = 0             # 0: torch default
+    # steps whose generator weights are kept as step_NNNNNNN.safetensors in the output folder: a retrained
+    # prefix of the run can be compared with them (the shipped models' reproducibility test)
+    keep_steps: list = field(default_factory=list)
 
 
 @dataclass
@@ -245,6 +248,9 @@ def resolve_config(path) -> Config:
         raise ConfigError(f"constraints must be none, h-bonds or all-bonds, got {cfg.constraints!r}", path=path)
     if cfg.model.size not in ("compact", "large"):
         raise ConfigError(f"model.size must be compact or large, got {cfg.model.size!r}", path=path)
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in cfg.train.keep_steps):
+        raise ConfigError(f"train.keep_steps must be a list of positive step numbers, got {cfg.train.keep_steps!r}",
+                          path=path)
     if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ConfigError(f"device must be cpu or cuda, got {cfg.device!r}", path=path)
     return cfg

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from ..model.prior import prior_energy
 from ..model.sampler import generate_frame
 from ..voxel import GridSpec, collapse, density_of, minimum_image
 from .config import Config
+from .curves import plot_learning_curves
 from .data import SystemData, load_structures, load_system_data, vocabulary
 from .distributed import DEVICE_KEY, Group
 
@@ -222,9 +224,30 @@ class _Autocast:
 _ROOT_LOGGED = ("rec_rms_nm",)
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def kept_name(step: int) -> str:
+    """File name of the generator weights kept at ``step`` (``train.keep_steps``)."""
+    return f"step_{step:07d}.safetensors"
+
+
 class Trainer:
-    def __init__(self, cfg: Config, group: Group | None = None):
+    """``config_sha256``: the config file's hash, recorded with each stretch of training in the checkpoints
+    and the model (``history``): which config version, machine and wall time made which steps."""
+
+    def __init__(self, cfg: Config, group: Group | None = None, config_sha256: str | None = None):
         self.cfg = cfg
+        self.config_sha256 = config_sha256
         self.out = Path(cfg.output)
         self.grid = GridSpec(cfg.grid.resolution, cfg.grid.length, cfg.grid.sigma, cfg.grid.cutoff)
         if cfg.train.threads:
@@ -265,6 +288,8 @@ class Trainer:
             self.noise_rng = generator_for(self.device).manual_seed(cfg.seed)
         self.step = 0
         self.hashes = _config_hashes(cfg)
+        self.history = []              # earlier stretches of this run (from the checkpoint)
+        self._segment_start, self._segment_wall = 0, 0.0
         if group.active:
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -284,14 +309,28 @@ class Trainer:
                    "hashes": json.dumps(self.hashes), "spec": json.dumps(self.spec.to_dict()),
                    "generator": self.gen.state_dict(), "critic": self.critic.state_dict(),
                    "opt_g": self.opt_g.state_dict(), "opt_c": self.opt_c.state_dict(),
-                   "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state()}
+                   "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state(),
+                   "history": json.dumps(self.run_history())}
         if self.noise_rng is not self.rng:
             payload["noise_rng"] = self.noise_rng.get_state()
         return _cpu(payload) if self.device.type != "cpu" else payload
 
+    def run_history(self) -> list:
+        """The stretches of training that made the current weights, this one last: steps, config hash,
+        wall time, machine."""
+        here = {"from_step": self._segment_start, "to_step": self.step, "config_sha256": self.config_sha256,
+                "wall_s": round(self._segment_wall, 1), "cpu": cpu_name(), "device": str(self.device),
+                "processes": self.group.size, "threads": torch.get_num_threads(), "torch": torch.__version__}
+        return self.history + ([here] if self.step > self._segment_start else [])
+
     def save(self):
         self.out.mkdir(parents=True, exist_ok=True)
         save_checkpoint(self.out / "last.pt", self.checkpoint_payload())
+
+    def keep(self):
+        """The generator weights at this step, for comparing a retrained prefix of the run."""
+        save_model(self.out / kept_name(self.step), self.gen,
+                   {"name": self.cfg.name, "steps": self.step, "config_sha256": self.config_sha256})
 
     def resume(self, path=None):
         path = Path(path) if path else self.out / "last.pt"
@@ -316,12 +355,19 @@ class Trainer:
                                          f"{self.device}: resume with device = \"cpu\"", path=path)
                 self.noise_rng.set_state(ck["noise_rng"])
             self.step = int(ck["step"])
+            self.history = json.loads(ck.get("history", "[]"))
+            self._segment_start = self.step
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             if isinstance(exc, ModelFileError):
                 raise
             raise ModelFileError(f"checkpoint does not fit this config ({exc})", path=path)
         self.check_ranks_agree()
         log.info("resumed from %s at step %d", path, self.step)
+        earlier = {h.get("config_sha256") for h in self.history}
+        if self.config_sha256 and earlier and earlier != {self.config_sha256}:
+            log.warning("the config file changed since earlier steps of this run (sha256 %s now, %s before): the "
+                        "model will not be reproducible from one version of the config",
+                        self.config_sha256[:12], ", ".join(sorted(str(h)[:12] for h in earlier)))
 
     def check_ranks_agree(self) -> int:
         """Every rank holds the same weights and spectral-norm vectors at the same step (raises if not);
@@ -442,8 +488,11 @@ class Trainer:
     # -- validation ----------------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> dict:
-        """Generate one validation frame per validation set (1 Gibbs sweep) and score bonds/angles."""
+        """Generate one validation frame per validation set (1 Gibbs sweep, no thermalisation) and score it
+        against the reference frame: JSD per bonded kind, clashes, deformed rings, and the relative error of
+        the energies the quality tables report (``val{i}_e_{angle,improper,lj}_rel``)."""
         from ..metrics import bonded_jsd
+        from ..quality import TABLE_ENERGIES, frame_report
         out = {}
         self.gen.eval()
         gen = _Autocast(self.gen, self.autocast) if self.cfg.mixed_precision else self.gen
@@ -453,8 +502,28 @@ class Trainer:
             pos = generate_frame(gen, data.recipe, self.grid, state, rng, gibbs=1)
             scores = bonded_jsd(data.recipe.flat, data.aa[:1].double(), pos[None].double(), data.box[:1].double())
             out.update({f"val{i}_{k}": v for k, v in scores.items()})
+            ff, checks, ref = self._validation_tools(i, data)
+            rep = frame_report(data.recipe.flat, pos.double().cpu().numpy(), data.box[0].double().numpy(), ff, checks)
+            out[f"val{i}_clashes"] = rep["clashes"]
+            out[f"val{i}_deformed_rings"] = rep["deformed_rings"]
+            for label, terms in TABLE_ENERGIES:
+                e, r = (sum(float(x[t]) for t in terms) for x in (rep["energy"], ref))
+                out[f"val{i}_e_{label.split()[0].lower()}_rel"] = (e - r) / abs(r) if r else float("nan")
         self.gen.train()
         return out
+
+    def _validation_tools(self, i: int, data: SystemData) -> tuple:
+        """(force field, structure checks, reference energies) of validation set ``i``, built once."""
+        tools = getattr(self, "_val_tools", None)
+        if tools is None:
+            tools = self._val_tools = {}
+        if i not in tools:
+            from ..ff.forcefield import ForceField
+            from ..quality import StructureChecks
+            ff = ForceField(data.recipe.flat)
+            tools[i] = (ff, StructureChecks(data.recipe.flat),
+                        ff.energies(data.aa[0].double().numpy(), data.box[0].double().numpy()))
+        return tools[i]
 
     def export(self, path=None) -> Path:
         path = Path(path) if path else self.out / "model.safetensors"
@@ -462,6 +531,7 @@ class Trainer:
                 "grid": dict(resolution=self.grid.resolution, length=self.grid.length,
                              sigma=self.grid.sigma, cutoff=self.grid.cutoff),
                 "config": self.cfg.to_dict(), "hashes": self.hashes, "steps": self.step,
+                "config_sha256": self.config_sha256, "history": self.run_history(),
                 "card": self.model_card()}
         save_model(path, self.gen, meta)
         return path
@@ -534,10 +604,13 @@ class Trainer:
         except ImportError:  # pragma: no cover
             bar = None
         t0 = time.perf_counter()
+        wall0 = self._segment_wall
         samples = 0
+        kept_steps = set(cfg.keep_steps)
         try:
             while self.step < total:
                 rec = self.train_step()
+                self._segment_wall = wall0 + time.perf_counter() - t0
                 samples += rec["samples"]
                 if bar is not None:
                     bar.update(1)
@@ -553,6 +626,10 @@ class Trainer:
                             rec.update(self.validate())
                         logf.write(json.dumps(rec) + "\n")
                         logf.flush()
+                        if validate:
+                            plot_learning_curves(self.out / "train_log.jsonl", self.out / "learning_curves.png")
+                if root and self.step in kept_steps:
+                    self.keep()
                 if self.step % cfg.checkpoint_every == 0 or self.step == total:
                     self.check_ranks_agree()
                     if root:
@@ -578,7 +655,7 @@ def train(config_path, resume: bool = False, max_steps: int | None = None, progr
         cfg.output = os.path.abspath(output)
     group = start(cfg.device, config_path)
     try:
-        trainer = Trainer(cfg, group)
+        trainer = Trainer(cfg, group, config_sha256=file_sha256(config_path))
         if resume:
             if (trainer.out / "last.pt").exists():
                 trainer.resume()
