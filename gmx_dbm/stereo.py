@@ -258,15 +258,27 @@ class ChainCentres:
                         nxt.append((b, seen[b]))
                 frontier = nxt
         def branch(a, c):
-            sub = g.subgraph(n for n in g if n != c)
-            near = nx.single_source_shortest_path_length(sub, a, cutoff=BRANCH_RADIUS)
+            """Label of the branch at ``a`` seen from centre ``c``: what lies within BRANCH_RADIUS bonds of
+            ``a`` without passing through ``c`` (a walk over the branch only, not the whole system)."""
+            near, frontier = {a: 0}, [a]
+            for d in range(1, BRANCH_RADIUS + 1):
+                nxt = []
+                for x in frontier:
+                    for y in g[x]:
+                        if y != c and y not in near:
+                            near[y] = d
+                            nxt.append(y)
+                frontier = nxt
             return _label(g, types, near, a)
 
+        partners: dict = {}     # centre k -> the centres it is consecutive with
+        for (a, k2) in towards:
+            partners.setdefault(a, []).append(k2)
         roles = []
         for k, row in enumerate(sel):
             c, hv = int(row[0]), [int(x) for x in row[1:4]]
-            prev_k = [k2 for (a, k2) in towards if a == k and sel[k2, 0] < c]
-            next_k = [k2 for (a, k2) in towards if a == k and sel[k2, 0] > c]
+            prev_k = [k2 for k2 in partners.get(k, ()) if sel[k2, 0] < c]
+            next_k = [k2 for k2 in partners.get(k, ()) if sel[k2, 0] > c]
             prev = towards[(k, max(prev_k, key=lambda j: sel[j, 0]))] if prev_k else None
             nxt_ = towards[(k, min(next_k, key=lambda j: sel[j, 0]))] if next_k else None
             roles.append((prev, nxt_, [a for a in hv if a not in (prev, nxt_)]))
