@@ -92,6 +92,27 @@ TAG_RESULT, TAG_ERROR, TAG_DONE, TAG_STOP = 11, 12, 13, 14
 IN_FLIGHT = 2
 
 
+def on_root(world: World, fn):
+    """``fn()`` run on rank 0 alone, its (picklable) result returned on every rank: a decision one rank
+    makes for all (a fresh work directory). An error on rank 0 is raised there; the other ranks end with
+    ``RankStopped``. Alone: just ``fn()``."""
+    from .errors import RankStopped
+    if world.comm is None:
+        return fn()
+    result = err = None
+    if world.is_root:
+        try:
+            result = fn()
+        except Exception as exc:
+            err = exc
+    result, code = world.comm.bcast((result, exit_code(err)) if world.is_root else None, root=0)
+    if code:
+        if world.is_root:
+            raise err
+        raise RankStopped(code)
+    return result
+
+
 def exit_code(exc) -> int:
     """The exit code every rank ends with: 0, 2 for a gmx_dbm error, 1 for anything else."""
     from .errors import GmxDbmError

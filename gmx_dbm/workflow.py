@@ -2,7 +2,8 @@
 ``gmx_dbm.relax``.
 
 * ``backmap_then_relax(...)``: what ``gmx_dbm backmap --relax`` runs: backmap into the work directory,
-  then relax every frame at the CG system's temperature and stream the results to the output. With the
+  then relax every frame at the CG system's temperature and stream the results to the output; under
+  ``mpirun`` both steps deal the frames out to the ranks. With the
   user's run parameters (``mdp``, backmap's -f) the GROMACS MD also takes their constraints.
 * ``backmap_step(...)``: a gmxapi operation (``gmxapi.function_wrapper``) for workflow scripts: it
   backmaps one CG frame and publishes file paths (start structure, restraint reference, wrapper topology,
@@ -30,13 +31,20 @@ def backmap_then_relax(cg, topology, mapping, output, options: RelaxOptions, wor
     'backmap'."""
     from .backmap import RunParameters, backmap
     from .io.safe import check_writable
+    from .parallel import on_root, world
     params = None if mdp is None else RunParameters.read(mdp)
     if options.constraints is None:
         options.constraints, source = params.constraints() if params is not None else ("h-bonds", "the default")
         log.info("relaxation MD constraints %s (%s)", options.constraints, source)
-    options.check()
-    check_writable(output)
-    wd = fresh_workdir(workdir, output)
+
+    def prepare():
+        options.check()
+        check_writable(output)
+        return str(fresh_workdir(workdir, output))
+
+    # under MPI one work directory for every rank: backmap writes into it on rank 0, and relax reads it
+    # on every rank (both deal the frames out to the ranks)
+    wd = Path(on_root(world(), prepare))
     backmapped = wd / "backmapped.gro"
     summary = backmap(cg, topology, mapping, backmapped, defines=defines, mdp=params, **backmap_args)
     options.temperature = summary["temperature"]

@@ -74,7 +74,8 @@ def main():
     card = meta.get("card", {})
     lines = [f"# Model card: `{args.name}`", "",
              f"- trained by gmx_dbm's own `gmx_dbm train` with `examples/train/{args.name}.toml`, "
-             f"{meta.get('steps')} steps, on the CPU (2 cores)",
+             f"{meta.get('steps')} steps, " + (f"on {meta['history'][-1]['device']}" if meta.get("history")
+                                                else "on the CPU (2 cores)") + " (see Provenance)",
              f"- network: {cfg.get('model', {}).get('size')} generator, "
              f"{sum(p.numel() for p in gen.parameters())} parameters; grid {meta['grid']}",
              f"- prior: {cfg.get('prior', {}).get('mode')} (bonded weight {cfg.get('prior', {}).get('bonded_weight')}, "

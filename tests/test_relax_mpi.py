@@ -40,11 +40,11 @@ def mpirun() -> list:
     return [exe, "-n", "2", *extra]
 
 
-def _run_mpi(mpirun, args, cwd, timeout=120) -> subprocess.CompletedProcess:
+def _run_mpi(mpirun, args, cwd, timeout=120, command="relax") -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     if hasattr(os, "geteuid") and os.geteuid() == 0:   # Open MPI refuses root without these
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    return subprocess.run([*mpirun, sys.executable, "-m", "gmx_dbm", "relax", *[str(a) for a in args]],
+    return subprocess.run([*mpirun, sys.executable, "-m", "gmx_dbm", command, *[str(a) for a in args]],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -130,6 +130,37 @@ def test_topology_error_on_every_rank_is_reported_once(mpirun, tmp_path):
     assert len(lines) == 1 and "nowhere.itp" in lines[0] and "bad.top:1" in lines[0], proc.stderr[-3000:]
     assert not (tmp_path / "out.xtc").exists()
     assert not list(tmp_path.glob("gmx_dbm_relax_*"))
+
+
+@pytest.mark.gromacs
+def test_backmap_relax_over_two_ranks_writes_what_one_process_writes(gmx, mpirun, tmp_path):
+    """`mpirun -n 2 gmx_dbm backmap --relax`: both steps deal the 3 frames out to the ranks, which share the
+    one work directory rank 0 made; with one thread per rank and per mdrun the relaxed frames are the bytes of a
+    one-process run."""
+    from toy import DATA, build_toy_model
+    (tmp_path / "toy").mkdir()
+    toy = build_toy_model(tmp_path / "toy")
+    traj = _toy_trajectory(tmp_path / "toy3.xtc")
+    cg = tmp_path / "cg3.xtc"
+    assert main(["-q", "map", "-f", str(traj), "-p", str(TOP), "-m", str(DATA / "toy.map"), "-o", str(cg)]) == 0
+    args = ["-c", cg, "-p", TOP, "-m", DATA / "toy.map", "--model", toy["model"], "--threads", "1",
+            "--md-steps", "20", "--temperature", "300", "--relax", *RUN]
+    one = tmp_path / "one"
+    one.mkdir()
+    assert main(["-q", "backmap", *[str(a) for a in args], "-o", str(one / "out.xtc"),
+                 "--workdir", str(one / "work")]) == 0
+    two = tmp_path / "two"
+    two.mkdir()
+    # no --workdir: a fresh folder beside the output, which rank 0 makes and every rank uses
+    proc = _run_mpi(mpirun, [*args, "-o", two / "out.xtc"], cwd=two, timeout=300, command="backmap")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [f.step for f in read_frames(two / "out.xtc", n_atoms=14)] == [0, 1, 2]
+    assert (two / "out.xtc").read_bytes() == (one / "out.xtc").read_bytes()
+    # one work directory: the backmapped frames, and the relaxation's folders per rank inside it
+    (work,) = [p for p in two.iterdir() if p.name != "out.xtc"]
+    assert work.name.startswith("gmx_dbm_relax_out_")
+    assert (work / "backmapped.gro").is_file()
+    assert sorted(p.name for p in (work / "relax").iterdir() if p.name.startswith("rank")) == ["rank0", "rank1"]
 
 
 def test_child_processes_do_not_inherit_the_launcher():

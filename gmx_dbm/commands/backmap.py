@@ -117,11 +117,7 @@ def run(args) -> int:
     import logging
     import sys
 
-    import torch
-
     from ..backmap import backmap
-    if args.threads:
-        torch.set_num_threads(args.threads)
     from ..parallel import world
     if not world().is_root:   # one log: rank 0's (a failing rank's error reaches it)
         logging.getLogger("gmx_dbm").setLevel(logging.ERROR)
@@ -147,5 +143,5 @@ def _relax_after_backmap(args) -> int:
                        device=args.device, select_temperature=args.select_temperature,
                        proposals=args.proposals, proposal_sweeps=args.proposal_sweeps, md_steps=args.md_steps,
                        temperature=args.temperature, quality=not args.no_quality, stereo=stereo_choice(args),
-                       mdp=args.mdp, frames=args.frames)
+                       mdp=args.mdp, frames=args.frames, threads=args.threads or None)
     return 0

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError, RankStopped, TrajectoryError
 from ..io import read_selected
-from ..parallel import exit_code, in_order_root, in_order_worker, portable, rank_cores
+from ..parallel import exit_code, in_order_root, in_order_worker, on_root, portable, rank_cores
 from .options import RelaxOptions
 
 log = logging.getLogger(__name__)
@@ -61,21 +61,14 @@ class RankRun:
         ``<workdir>/rank<r>``. Any rank's error stops all of them (rank 0 raises the lowest rank's)."""
         from ..io.safe import check_writable
         threads = rank_threads(self.options, self.world)
+
+        def first():
+            self.options.check()
+            check_writable(self.output)
+            return str(self.make_workdir(self.workdir, self.output))
+
+        self.wd = Path(on_root(self.world, first))
         err = None
-        if self.world.is_root:
-            try:
-                self.options.check()
-                check_writable(self.output)
-                self.wd = self.make_workdir(self.workdir, self.output)
-            except Exception as exc:
-                err = exc
-        msg = ((None if self.wd is None else str(self.wd)), exit_code(err)) if self.world.is_root else None
-        wd, code = self.comm.bcast(msg, root=0)
-        if code:
-            if self.world.is_root:
-                raise err
-            raise RankStopped(code)
-        self.wd = Path(wd)
         try:
             options = replace(self.options, threads=threads)
             self.relaxer = self.make_relaxer(self.topology, self.wd / f"rank{self.world.rank}", options,
