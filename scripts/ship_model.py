@@ -33,6 +33,8 @@ def main():
                     help="compute the bead chemistry and the tacticity pattern of the card from this training "
                          "config's data (topologies, mappings, all-atom frames), as the trainer records them, for "
                          "a model trained before the trainer recorded them")
+    ap.add_argument("--sampler-without-md", default=None,
+                    help='sampler settings measured best with --md-steps 0, JSON, e.g. \'{"proposals": 16}\'')
     ap.add_argument("--run", default=None, metavar="RUN_FOLDER",
                     help="the training run's output folder: its log and learning curves go to docs/training/")
     ap.add_argument("--sampler", default=None,
@@ -44,6 +46,8 @@ def main():
         meta.setdefault("card", {})["select_temperature"] = args.select_temperature
     if args.sampler:
         meta.setdefault("card", {})["sampler"] = json.loads(args.sampler)
+    if args.sampler_without_md:
+        meta.setdefault("card", {})["sampler_without_md"] = json.loads(args.sampler_without_md)
     if args.temperature is not None:
         meta.setdefault("card", {})["temperature"] = args.temperature
     if args.stereo_from:
@@ -87,6 +91,8 @@ def main():
              f"- chemically specific: {card.get('specific')}",
              f"- default selection temperature for --orientations > 1: {card.get('select_temperature', 0.0)} K",
              f"- default sampler settings (used when the command line leaves them open): {card.get('sampler', {})}",
+             f"- with the thermalisation off (`--md-steps 0`) these replace them: "
+             f"{card.get('sampler_without_md') or 'none (the same settings)'}",
              f"- handedness of tetrahedral centres enforced (learnt from the training data): "
              f"{ {t: len(d) for t, d in card.get('stereo', {}).items()} or 'none'} centres per molecule type",
              f"- bead chemistry seen in training (a chemically specific model backmaps every molecule made of "

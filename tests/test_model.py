@@ -222,3 +222,24 @@ def test_p1_and_p2_prior_losses(sps3):
     assert losses["p2"][0] == pytest.approx(0.0, abs=1e-6) and losses["p2"][1] > 0.01
     assert losses["p1"][1] > losses["p1"][0] + 0.01 and losses["p1"][0] != 0.0
     assert prior_weight(Config(name="p", output="unused", data=[], prior=PriorConfig(mode="none")), 1000) == 0.0
+
+
+def test_generator_only_runs_take_the_cards_settings_without_md():
+    """``--md-steps 0`` switches the defaults to the card's generator-only settings; explicit options win,
+    and a card without them keeps its one set."""
+    from gmx_dbm.backmap.settings import SamplerSettings
+    from gmx_dbm.model.card import ModelCard
+    card = ModelCard.from_meta({"card": {"sampler": {"gibbs": 4, "proposals": 1, "md_steps": 300},
+                                         "sampler_without_md": {"proposals": 16, "md_steps": 5}}})
+    assert card.sampler_without_md == {"proposals": 16}        # md_steps is the switch, not a setting
+    default = SamplerSettings.resolve(card)
+    assert (default.proposals, default.md_steps, default.gibbs) == (1, 300, 4)
+    off = SamplerSettings.resolve(card, md_steps=0)
+    assert (off.proposals, off.md_steps, off.gibbs) == (16, 0, 4)
+    assert SamplerSettings.resolve(card, md_steps=0, proposals=2).proposals == 2
+    assert SamplerSettings.resolve(card, md_steps=100).proposals == 1
+    plain = ModelCard.from_meta({"card": {"sampler": {"proposals": 3}}})
+    assert SamplerSettings.resolve(plain, md_steps=0).proposals == 3
+    # a card whose own default is no thermalisation uses its generator-only settings from the start
+    card0 = ModelCard.from_meta({"card": {"sampler": {"md_steps": 0}, "sampler_without_md": {"gibbs": 8}}})
+    assert SamplerSettings.resolve(card0).gibbs == 8

@@ -50,7 +50,10 @@ class SamplerSettings:
         unknown = set(given) - set(PAPER)
         if unknown:
             raise TypeError(f"unknown sampler settings {sorted(unknown)}")
-        chosen = {k: (given.get(k) if given.get(k) is not None else card.sampler.get(k, PAPER[k])) for k in PAPER}
+        md = given.get("md_steps") if given.get("md_steps") is not None else card.sampler.get("md_steps", MD_STEPS)
+        # without the thermalisation the card's generator-only settings (if it has them) are the defaults
+        defaults = {**card.sampler, **card.sampler_without_md} if md == 0 else card.sampler
+        chosen = {k: (given.get(k) if given.get(k) is not None else defaults.get(k, PAPER[k])) for k in PAPER}
         sources = {}
         if constraints != "auto":
             sources["constraints"] = _explicit("constraints", mdp)

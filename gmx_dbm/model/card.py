@@ -40,6 +40,8 @@ class ModelCard:
     """specific: trained for the molecules in ``molecules`` only (signatures: atom types + bonds);
     constraints: how bonds were treated in the training data ('none', 'h-bonds', 'all-bonds');
     temperature: the training data's (K); sampler: measured sampler settings {name: value};
+    sampler_without_md: the settings measured best with the thermalisation off (``md_steps`` 0), which
+    replace ``sampler``'s when a run turns it off;
     stereo: handedness table {moleculetype: {local centre index: +1/-1}}; tacticity: the relative
     handedness of consecutive centres per pair kind (``gmx_dbm.stereo.merge_tacticity``), which applies to
     any chain length; chemistry: the bead signatures seen in training (``gmx_dbm.mapping.chemistry``),
@@ -52,6 +54,7 @@ class ModelCard:
     constraints: str = "none"
     temperature: float | None = None
     sampler: dict = field(default_factory=dict)
+    sampler_without_md: dict = field(default_factory=dict)
     stereo: dict = field(default_factory=dict)
     reference_stats: dict | None = None
     extra: dict = field(default_factory=dict)
@@ -63,6 +66,7 @@ class ModelCard:
         if "select_temperature" in raw:   # stored beside the sampler settings by earlier trainers
             sampler.setdefault("select_temperature", raw.pop("select_temperature"))
         temperature = raw.pop("temperature", None)
+        without_md = dict(raw.pop("sampler_without_md", None) or {})
         return cls(specific=bool(raw.pop("specific", False)),
                    molecules=tuple(raw.pop("molecules", None) or ()),
                    chemistry=tuple(raw.pop("chemistry", None) or ()),
@@ -70,6 +74,7 @@ class ModelCard:
                    constraints=str(raw.pop("constraints", "none") or "none"),
                    temperature=None if temperature is None else float(temperature),
                    sampler={k: v for k, v in sampler.items() if k in SAMPLER_KEYS},
+                   sampler_without_md={k: v for k, v in without_md.items() if k in SAMPLER_KEYS and k != "md_steps"},
                    stereo=dict(raw.pop("stereo", None) or {}),
                    reference_stats=raw.pop("reference_stats", None) or None,
                    extra=raw)
