@@ -85,3 +85,25 @@ def test_run_records_its_history_keeps_steps_and_warns_of_a_changed_config(toy_c
     _, meta = load_model(run / "model.safetensors")
     assert [(h["from_step"], h["to_step"]) for h in meta["history"]] == [(0, 3), (3, 5)]
     assert meta["history"][1]["config_sha256"] == meta["config_sha256"] == file_sha256(cfg) != first["config_sha256"]
+
+
+def test_validation_on_a_box_too_thin_for_the_force_field_keeps_training(toy_cg, tmp_path, caplog):
+    """A validation frame whose box is thinner than twice the force field's cut-off: a warning, JSDs only,
+    and the run goes on (an error there would end a long run at its first validation)."""
+    from toy import DATA, toy_config
+    lines = (DATA / "toy.gro").read_text().splitlines()
+    lines[-1] = "   1.80000   1.80000   1.80000"
+    thin = tmp_path / "thin.gro"
+    thin.write_text("\n".join(lines) + "\n")
+    thin_cg = tmp_path / "thin_cg.gro"
+    assert main(["-q", "map", "-f", str(thin), "-p", str(DATA / "toy.top"), "-m", str(DATA / "toy.map"),
+                 "-o", str(thin_cg)]) == 0
+    cfg = toy_config(tmp_path / "toy.toml", tmp_path / "run", toy_cg, steps=2, checkpoint_every=2)
+    cfg.write_text(cfg.read_text().replace("validate_every = 1000", "validate_every = 2") +
+                   f'\n[[validation]]\naa = "{thin}"\ncg = "{thin_cg}"\n'
+                   f'topology = "{DATA / "toy.top"}"\nmapping = "{DATA / "toy.map"}"\n')
+    caplog.clear()
+    assert main(["train", str(cfg), "--no-progress"]) == 0
+    assert "validation set 0: no energies or clashes validated" in caplog.text
+    rec = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()][-1]
+    assert "val0_bond_jsd" in rec and "val0_e_lj_rel" not in rec

@@ -502,7 +502,10 @@ class Trainer:
             pos = generate_frame(gen, data.recipe, self.grid, state, rng, gibbs=1)
             scores = bonded_jsd(data.recipe.flat, data.aa[:1].double(), pos[None].double(), data.box[:1].double())
             out.update({f"val{i}_{k}": v for k, v in scores.items()})
-            ff, checks, ref = self._validation_tools(i, data)
+            tools = self._validation_tools(i, data)
+            if tools is None:
+                continue
+            ff, checks, ref = tools
             rep = frame_report(data.recipe.flat, pos.double().cpu().numpy(), data.box[0].double().numpy(), ff, checks)
             out[f"val{i}_clashes"] = rep["clashes"]
             out[f"val{i}_deformed_rings"] = rep["deformed_rings"]
@@ -512,17 +515,23 @@ class Trainer:
         self.gen.train()
         return out
 
-    def _validation_tools(self, i: int, data: SystemData) -> tuple:
-        """(force field, structure checks, reference energies) of validation set ``i``, built once."""
+    def _validation_tools(self, i: int, data: SystemData) -> tuple | None:
+        """(force field, structure checks, reference energies) of validation set ``i``, built once; None
+        when its box is too thin for the force field's cut-off (then only the JSDs are validated)."""
         tools = getattr(self, "_val_tools", None)
         if tools is None:
             tools = self._val_tools = {}
         if i not in tools:
+            from ..errors import InputError
             from ..ff.forcefield import ForceField
             from ..quality import StructureChecks
-            ff = ForceField(data.recipe.flat)
-            tools[i] = (ff, StructureChecks(data.recipe.flat),
-                        ff.energies(data.aa[0].double().numpy(), data.box[0].double().numpy()))
+            try:
+                ff = ForceField(data.recipe.flat)
+                tools[i] = (ff, StructureChecks(data.recipe.flat),
+                            ff.energies(data.aa[0].double().numpy(), data.box[0].double().numpy()))
+            except InputError as exc:
+                log.warning("validation set %d: no energies or clashes validated (%s)", i, exc)
+                tools[i] = None
         return tools[i]
 
     def export(self, path=None) -> Path:
