@@ -50,17 +50,25 @@ def test_transfer_config_trains_a_step_on_octane_and_cumene(root, shared_data, t
     assert sorted(meta["spec"]["bead_types"]) == ["A", "B"]
 
 
+def _validate_on(cfg, aa, cg, every: int) -> None:
+    """Give the toy config ``cfg`` a validation set (``aa``/``cg`` on the toy topology and mapping) and
+    validate every ``every`` steps."""
+    from toy import DATA
+    cfg.write_text(cfg.read_text().replace("validate_every = 1000", f"validate_every = {every}") +
+                   f'\n[[validation]]\naa = "{aa}"\ncg = "{cg}"\n'
+                   f'topology = "{DATA / "toy.top"}"\nmapping = "{DATA / "toy.map"}"\n')
+
+
 def test_run_records_its_history_keeps_steps_and_warns_of_a_changed_config(toy_cg, tmp_path, caplog):
     """A run keeps the generator at ``train.keep_steps``, records config hash, steps, wall time and machine
     of each stretch (checkpoint and model), draws its learning curves, and warns when resumed with an
     edited config."""
     from toy import DATA, toy_config
+
     from gmx_dbm.model.checkpoint import file_sha256
     cfg = toy_config(tmp_path / "toy.toml", tmp_path / "run", toy_cg, steps=6, checkpoint_every=3,
                      extra_train="keep_steps = [2]")
-    cfg.write_text(cfg.read_text().replace("validate_every = 1000", "validate_every = 3") +
-                   f'\n[[validation]]\naa = "{DATA / "toy.gro"}"\ncg = "{toy_cg}"\n'
-                   f'topology = "{DATA / "toy.top"}"\nmapping = "{DATA / "toy.map"}"\n')
+    _validate_on(cfg, DATA / "toy.gro", toy_cg, every=3)
     assert main(["-q", "train", str(cfg), "--max-steps", "3", "--no-progress"]) == 0
     run = tmp_path / "run"
     kept, kept_meta = load_model(run / "step_0000002.safetensors")
@@ -99,9 +107,7 @@ def test_validation_on_a_box_too_thin_for_the_force_field_keeps_training(toy_cg,
     assert main(["-q", "map", "-f", str(thin), "-p", str(DATA / "toy.top"), "-m", str(DATA / "toy.map"),
                  "-o", str(thin_cg)]) == 0
     cfg = toy_config(tmp_path / "toy.toml", tmp_path / "run", toy_cg, steps=2, checkpoint_every=2)
-    cfg.write_text(cfg.read_text().replace("validate_every = 1000", "validate_every = 2") +
-                   f'\n[[validation]]\naa = "{thin}"\ncg = "{thin_cg}"\n'
-                   f'topology = "{DATA / "toy.top"}"\nmapping = "{DATA / "toy.map"}"\n')
+    _validate_on(cfg, thin, thin_cg, every=2)
     caplog.clear()
     assert main(["train", str(cfg), "--no-progress"]) == 0
     assert "validation set 0: no energies or clashes validated" in caplog.text

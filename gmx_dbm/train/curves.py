@@ -8,14 +8,12 @@ its last checkpoint and the interruption twice; the later record of a step wins.
 from __future__ import annotations
 
 import json
-import logging
+import math
 import os
 import re
 from pathlib import Path
 
 from ..io.safe import discard, temporary_path
-
-log = logging.getLogger(__name__)
 
 _VAL_KEY = re.compile(r"^val(\d+)_(.+)$")
 
@@ -42,7 +40,7 @@ def curves(records: list) -> dict:
     panels: dict = {}
 
     def add(panel, series, step, value):
-        if isinstance(value, (int, float)) and value == value:
+        if isinstance(value, (int, float)) and not math.isnan(value):
             xs, ys = panels.setdefault(panel, {}).setdefault(series, ([], []))
             xs.append(step)
             ys.append(float(value))

@@ -290,6 +290,10 @@ class Trainer:
         self.hashes = _config_hashes(cfg)
         self.history = []              # earlier stretches of this run (from the checkpoint)
         self._segment_start, self._segment_wall = 0, 0.0
+        # what this process trains on, recorded with each stretch (fixed for the process's life)
+        self._machine = {"cpu": cpu_name(), "device": str(self.device), "processes": group.size,
+                         "threads": torch.get_num_threads(), "torch": torch.__version__}
+        self._val_tools: dict = {}     # validation set -> (force field, checks, reference energies) or None
         if group.active:
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -319,8 +323,7 @@ class Trainer:
         """The stretches of training that made the current weights, this one last: steps, config hash,
         wall time, machine."""
         here = {"from_step": self._segment_start, "to_step": self.step, "config_sha256": self.config_sha256,
-                "wall_s": round(self._segment_wall, 1), "cpu": cpu_name(), "device": str(self.device),
-                "processes": self.group.size, "threads": torch.get_num_threads(), "torch": torch.__version__}
+                "wall_s": round(self._segment_wall, 1), **self._machine}
         return self.history + ([here] if self.step > self._segment_start else [])
 
     def save(self):
@@ -518,9 +521,7 @@ class Trainer:
     def _validation_tools(self, i: int, data: SystemData) -> tuple | None:
         """(force field, structure checks, reference energies) of validation set ``i``, built once; None
         when its box is too thin for the force field's cut-off (then only the JSDs are validated)."""
-        tools = getattr(self, "_val_tools", None)
-        if tools is None:
-            tools = self._val_tools = {}
+        tools = self._val_tools
         if i not in tools:
             from ..errors import InputError
             from ..ff.forcefield import ForceField
