@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gmx_dbm import evaluate as E  # noqa: E402
-from gmx_dbm.geometry import periodic_pairs  # noqa: E402
+from gmx_dbm.neighbors import periodic_pairs  # noqa: E402
 from gmx_dbm.quality import frame_report  # noqa: E402
 from gmx_dbm.io import read_frames  # noqa: E402
 from gmx_dbm.topology import read_topology  # noqa: E402
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     st = ev.new_stats("bench", "bench")
     timed("bonded histograms", lambda fr: st.bonded[0].add(fr.positions, fr.box))
     pairs = {}
-    timed("pair search (k-d tree, 1.0 nm)",
+    timed("pair search (cell list, 1.0 nm)",
           lambda fr: pairs.__setitem__(id(fr), periodic_pairs(fr.positions, fr.box, ev.cutoff)))
     vol = {id(fr): abs(np.linalg.det(fr.box)) for fr in frames}
     timed("RDFs (all element pairs)", lambda fr: st.rdf[0].add(*pairs[id(fr)], vol[id(fr)]))

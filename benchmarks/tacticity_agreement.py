@@ -4,8 +4,12 @@ assignment more of its generated centres already have). This scores that choice,
 signal sign((BB_prev - BB) x (BB_next - BB) . (SC - BB)) per inner centre, against the all-atom reference.
 
 Usage: python benchmarks/tacticity_agreement.py [--frames 8] [--model sps]
-Reads sps/t453 of the published sPS reference data ($GMX_DBM_SHARED_DATA; default: shared/data beside the
-repository; CG frame j belongs to all-atom frame j+1). Prints a table.
+       [--reference AA.xtc --cg CG.xtc --topology TOP --offset 0]
+Reads sps/t453 of the published sPS reference data by default ($GMX_DBM_SHARED_DATA; default: shared/data
+beside the repository; there CG frame j belongs to all-atom frame j+1, ``--offset 1``); other systems (e.g.
+the chain mixture of ``scripts/make_chain_mixture.py``, whose CG frames were mapped from its own all-atom
+frames: ``--offset 0``) with the options. Prints a table, with the chain rows per moleculetype, for the
+signed-volume vote the backmap uses and for one vote per centre.
 """
 from __future__ import annotations
 
@@ -46,10 +50,19 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--model", default="sps")
+    ap.add_argument("--reference", default=None, help="all-atom frames (default: sps/t453/aa.xtc)")
+    ap.add_argument("--cg", default=None, help="CG frames (default: sps/t453/cg.xtc)")
+    ap.add_argument("--topology", default=str(ROOT / "topologies" / "sps.top"))
+    ap.add_argument("--mapping", default=str(ROOT / "mappings" / "sps.map"))
+    ap.add_argument("--offset", type=int, default=None, help="all-atom frame of CG frame j is j + offset "
+                    "(default 1 for sps/t453, else 0)")
     args = ap.parse_args()
     t453 = SHARED / "sps" / "t453"
-    if not (t453 / "cg.xtc").is_file():
-        raise SystemExit(f"shared data not found at {SHARED}")
+    ref_path = Path(args.reference) if args.reference else t453 / "aa.xtc"
+    cg_path = Path(args.cg) if args.cg else t453 / "cg.xtc"
+    offset = args.offset if args.offset is not None else (0 if args.cg else 1)
+    if not cg_path.is_file() or not ref_path.is_file():
+        raise SystemExit(f"frames not found: {cg_path}, {ref_path}")
     import torch
 
     from gmx_dbm import stereo
@@ -58,22 +71,29 @@ def main():
     from gmx_dbm.io import read_frames
     from gmx_dbm.mapping import read_mapping
     from gmx_dbm.topology import read_topology
-    system = read_topology(ROOT / "topologies" / "sps.top")
-    smap = read_mapping([ROOT / "mappings" / "sps.map"], system)
+    system = read_topology(args.topology)
+    smap = read_mapping([args.mapping], system)
     bm = Backmapper.build(system, smap, args.model, md_steps=0, stereo="auto")
     targets = bm.stereo_targets
     chain = targets.chain
     flat, mflat = bm.flat, bm.mflat
-    cg = list(read_frames(t453 / "cg.xtc"))
-    aa = list(read_frames(t453 / "aa.xtc"))
-    pick = np.linspace(0, len(cg) - 2, args.frames).round().astype(int)
+    cg = list(read_frames(cg_path))
+    aa = list(read_frames(ref_path))
+    pick = np.linspace(0, min(len(cg), len(aa) - offset) - 1, args.frames).round().astype(int)
     mol = np.asarray(flat.mol_index)[targets.centres[:, 0]]
-    rows = {"generated centres as the reference": [], "chains chosen as the reference": [],
-            "CG sign = reference (inner centres)": [], "chains by CG-sign majority as the reference": []}
+    mol_type = np.asarray(flat.mol_type)[mol]
+    mols = np.unique(mol)
+    type_of = {m: mol_type[mol == m][0] for m in mols}
+    kinds = sorted(set(type_of.values()))
+    rows = {"generated centres as the reference": []}
+    for t in kinds:
+        rows[f"{t} chains chosen as the reference"] = []
+        rows[f"{t} chains, one vote per centre"] = []
+    rows.update({"CG sign = reference (inner centres)": [], "chains by CG-sign majority as the reference": []})
     votes = []
     first_steps = [s for s in bm.steps if isinstance(s, (S.Generate, S.ProjectBonds, S.RedrawDefects))]
     for j in pick:
-        ref = aa[j + 1]
+        ref = aa[j + offset]
         s_ref = stereo.handedness(ref.positions, ref.box, targets.centres)
         work = S.FrameWork(int(j), np.asarray(cg[j].positions), np.asarray(cg[j].box, dtype=np.float64),
                            torch.Generator().manual_seed(int(j)))
@@ -83,9 +103,21 @@ def main():
         x = work.positions.double().numpy()
         s_gen = stereo.handedness(x, work.box, targets.centres)
         chosen = targets.signs(x, work.box, beads=work.centres)
+        # one vote per centre, the CG beads on a tie: the vote before signed volumes
+        count = {m: int(np.sum(s_gen[mol == m] * targets.relative[mol == m])) for m in mols}
+        tie = targets.cg_sign * stereo.cg_handedness(targets.triples, work.centres, work.box) * targets.relative \
+            if targets.triples is not None else np.zeros(len(s_gen))
+        plain = np.zeros_like(chosen)
+        for m in mols:
+            c = count[m] or (-1 if tie[mol == m].sum() < 0 else 1)
+            plain[mol == m] = np.sign(c) * targets.relative[mol == m]
         rows["generated centres as the reference"].append(np.mean(s_gen == s_ref))
-        rows["chains chosen as the reference"].append(
-            np.mean([np.all(chosen[mol == m] == s_ref[mol == m]) for m in np.unique(mol)]))
+        for t in kinds:
+            of = [m for m in mols if type_of[m] == t]
+            rows[f"{t} chains chosen as the reference"].append(
+                np.mean([np.all(chosen[mol == m] == s_ref[mol == m]) for m in of]))
+            rows[f"{t} chains, one vote per centre"].append(
+                np.mean([np.all(plain[mol == m] == s_ref[mol == m]) for m in of]))
         s_cg = cg_signs(flat, mflat, targets, (np.asarray(cg[j].positions), np.asarray(cg[j].box)))
         inner = s_cg != 0
         rows["CG sign = reference (inner centres)"].append(np.mean(s_cg[inner] == s_ref[inner]))
@@ -100,7 +132,8 @@ def main():
         rows["chains by CG-sign majority as the reference"].append(
             np.mean([np.all(convention * np.sign(v or 1) * rel == ref) for v, rel, ref in part]))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; model {args.model}; "
-          f"{len(pick)} frames of sps/t453, {len(targets.centres)} centres in {targets.n_chains} chains per frame")
+          f"{len(pick)} frames of {cg_path.name} / {ref_path.name}, {len(targets.centres)} centres in {targets.n_chains} "
+          "chains per frame")
     print(f"{'measure':48s} {'mean':>7s} {'min':>7s}")
     for name, v in rows.items():
         print(f"{name:48s} {np.mean(v):7.3f} {np.min(v):7.3f}")

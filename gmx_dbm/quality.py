@@ -19,7 +19,8 @@ import networkx as nx
 import numpy as np
 
 from . import metrics
-from .geometry import minimum_image, periodic_pairs
+from .geometry import minimum_image
+from .neighbors import periodic_pairs
 
 log = logging.getLogger(__name__)
 

@@ -44,12 +44,19 @@ def find_centres(flat) -> np.ndarray:
     return np.asarray(out, dtype=np.int64).reshape(-1, 5)
 
 
-def handedness(positions, box, centres: np.ndarray) -> np.ndarray:
-    """(m,) +1 / -1 per centre (0 for a flat one)."""
+def signed_volumes(positions, box, centres: np.ndarray) -> np.ndarray:
+    """(m,) triple product of the unit vectors from each centre to its first three neighbours: the sign is
+    the handedness, the size how clearly tetrahedral the centre is (0.770 ideal, 0 flat)."""
     x = np.asarray(positions, dtype=np.float64)
     c = x[centres[:, 0]]
     v = [minimum_image(x[centres[:, k]] - c, box) for k in (1, 2, 3)]
-    return np.sign(np.einsum("ij,ij->i", v[0], np.cross(v[1], v[2]))).astype(np.int64)
+    v = [a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12) for a in v]
+    return np.einsum("ij,ij->i", v[0], np.cross(v[1], v[2]))
+
+
+def handedness(positions, box, centres: np.ndarray) -> np.ndarray:
+    """(m,) +1 / -1 per centre (0 for a flat one)."""
+    return np.sign(signed_volumes(positions, box, centres)).astype(np.int64)
 
 
 def learn(flat, frames, centres: np.ndarray | None = None) -> dict:
@@ -422,12 +429,18 @@ def describe_tacticity(tacticity: dict) -> str:
             "uniform, each applied")
 
 
+# a chain whose signed volumes sum to less than this either way is a tie (e.g. two nearly flat centres)
+TIE_VOTE = 0.05
+
+
 class PatternTargets:
     """Handedness targets from a tacticity pattern. Each chain (centres joined by pairs whose relation is
-    known) has two assignments the pattern allows; per frame, the one that more of the generated centres
-    already have is taken. A tie (a short chain with one centre generated each way) is broken by the CG
-    beads: ``triples`` (``cg_triples``) and ``cg_sign``, the sign relating ``cg_handedness`` to the
-    centres' handedness in the training data; then by +1."""
+    known) has two assignments the pattern allows; per frame, the one the generated centres already have
+    is taken, each centre voting with its signed volume (``signed_volumes``), so that a clearly formed
+    centre outweighs a nearly flat one (measured on short chains, where one centre may be generated each
+    way: ``docs/MODEL.md``). A tie (``TIE_VOTE``) is broken by the CG beads: ``triples`` (``cg_triples``) and
+    ``cg_sign``, the sign relating ``cg_handedness`` to the centres' handedness in the training data; then
+    by +1."""
 
     def __init__(self, chain: ChainCentres, relations: dict, triples: np.ndarray | None = None, cg_sign: int = 0):
         self.chain = chain
@@ -472,14 +485,14 @@ class PatternTargets:
     def signs(self, positions, box, beads=None) -> np.ndarray:
         if not len(self.centres):
             return np.zeros(0, dtype=np.int64)
-        s = handedness(positions, box, self.centres)
+        s = signed_volumes(positions, box, self.centres)
         n = self.component.max() + 1
         vote = np.zeros(n)
         np.add.at(vote, self.component, s * self.relative)
         tie = np.zeros(n)
         if beads is not None and self.triples is not None:
             np.add.at(tie, self.component, self.cg_sign * cg_handedness(self.triples, beads, box) * self.relative)
-        choice = np.where(vote > 0, 1, np.where(vote < 0, -1, np.where(tie < 0, -1, 1)))
+        choice = np.where(vote > TIE_VOTE, 1, np.where(vote < -TIE_VOTE, -1, np.where(tie < 0, -1, 1)))
         return choice[self.component] * self.relative
 
 

@@ -21,7 +21,7 @@ PKG = Path(__file__).resolve().parents[1] / "gmx_dbm"
 
 LAYERS = {
     "base": 0, "errors": 0, "units": 0, "elements": 0,
-    "io": 1, "geometry": 1, "gromacs": 1, "devices": 1, "parallel": 1,
+    "io": 1, "geometry": 1, "neighbors": 1, "gromacs": 1, "devices": 1, "parallel": 1,
     "topology": 2, "mapping": 2, "ff": 2, "model": 2, "voxel": 2, "stereo": 2, "metrics": 2, "quality": 2,
     "backmap": 3, "train": 3, "relax": 3, "evaluate": 3, "energy": 3, "workflow": 3,
     "commands": 4, "cli": 4, "__main__": 4,

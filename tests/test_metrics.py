@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from gmx_dbm import metrics
-from gmx_dbm.geometry import box_heights, periodic_pairs
+from gmx_dbm.geometry import box_heights
+from gmx_dbm.neighbors import periodic_pairs
 from gmx_dbm.geometry import minimum_image
 
 

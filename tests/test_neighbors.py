@@ -1,6 +1,7 @@
-"""Torch cell-list pair search (``gmx_dbm.ff.neighbors``): exactly the brute-force minimum-image pairs in
-rectangular, triclinic and rhombic-dodecahedron boxes, thin boxes, atoms outside the box; refusal of
-boxes thinner than twice the cut-off; the scipy search's pairs on a real frame; CUDA equals CPU."""
+"""Torch cell-list pair search (``gmx_dbm.neighbors``), the one pair search of the package: exactly the
+brute-force minimum-image pairs in rectangular, triclinic and rhombic-dodecahedron boxes, thin boxes,
+atoms outside the box, real frames; long cut-offs (each pair once, at its shortest image); refusal of
+boxes thinner than twice the cut-off otherwise; CUDA equals CPU."""
 from __future__ import annotations
 
 import itertools
@@ -12,9 +13,9 @@ import pytest
 import torch
 
 from gmx_dbm.errors import InputError
-from gmx_dbm.ff.neighbors import neighbor_pairs
-from gmx_dbm.geometry import box_heights, periodic_pairs
+from gmx_dbm.geometry import box_heights
 from gmx_dbm.io import read_frame
+from gmx_dbm.neighbors import neighbor_pairs, periodic_pairs
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -132,15 +133,56 @@ def test_refuses_a_box_thinner_than_twice_the_cutoff():
 
 
 @pytest.mark.parametrize("folder", ["sps3", "sps_mix"])
-def test_same_pairs_as_the_scipy_search_on_a_real_frame(folder):
+def test_real_frame_equals_brute_force(folder):
+    """A frame written by GROMACS (atoms outside the box, the triclinic sPS box shape), through the numpy
+    entry point the analysis uses."""
     frame = read_frame(DATA / folder / "aa.gro")
     cutoff = min(1.0, 0.49 * float(box_heights(frame.box).min()))
     a, b, dist = periodic_pairs(frame.positions, frame.box, cutoff)
-    i, j, d = neighbor_pairs(torch.tensor(frame.positions), torch.tensor(frame.box), cutoff, distances=True)
-    want = dict(zip(zip(a.tolist(), b.tolist()), dist.tolist()))
+    assert a.dtype == np.int64 and dist.dtype == np.float64
+    want = brute_force(frame.positions, frame.box, cutoff)
+    got = dict(zip(zip(a.tolist(), b.tolist()), dist.tolist()))
+    assert len(got) == len(a) > 1000 and got.keys() == want.keys()
+    assert max(abs(got[p] - want[p]) for p in got) < 1e-12
+
+
+def brute_force_long(x, box, cutoff, reach=3):
+    """{(i, j): shortest image distance} over i < j, from every image within ``reach`` box vectors."""
+    x, box = np.asarray(x, dtype=np.float64), np.asarray(box, dtype=np.float64)
+    r = range(-reach, reach + 1)
+    shifts = np.array(list(itertools.product(r, r, r)), dtype=np.float64) @ box
+    out = {}
+    for a in range(len(x) - 1):
+        d = (x[a + 1:] - x[a])[:, None, :] + shifts[None]
+        dist = np.sqrt((d * d).sum(-1)).min(1)
+        for k in np.nonzero(dist < cutoff)[0]:
+            out[(a, a + 1 + int(k))] = float(dist[k])
+    return out
+
+
+@pytest.mark.parametrize("name", ["rectangular", "triclinic", "dodecahedron_hexagon", "long_thin"])
+@pytest.mark.parametrize("fraction", [0.6, 1.0, 1.6])
+def test_long_cutoff_lists_each_pair_once_at_its_shortest_image(name, fraction):
+    """Cut-offs beyond half the smallest box height (the featuriser's bead environments in small boxes):
+    every pair once, at the exact minimum-image distance, also where the rounded fractional image of a
+    triclinic box is not the shortest."""
+    box = BOXES[name]
+    cutoff = fraction * float(box_heights(box).min())
+    x = np.random.default_rng(int(fraction * 10) + len(name)).uniform(-1, 2, size=(120, 3)) @ box
+    i, j, d = periodic_pairs(x, box, cutoff, long_cutoff=True)
+    want = brute_force_long(x, box, cutoff)
     got = dict(zip(zip(i.tolist(), j.tolist()), d.tolist()))
-    assert len(got) == len(i) > 1000 and got.keys() == want.keys()
-    assert max(abs(got[p] - want[p]) for p in got) < 1e-9
+    assert len(got) == len(i) > 0 and got.keys() == want.keys()
+    assert max(abs(got[p] - want[p]) for p in got) < 1e-12
+
+
+def test_long_cutoff_refused_without_the_flag_and_with_shifts():
+    box = BOXES["triclinic"]
+    cutoff = 0.8 * float(box_heights(box).min())
+    with pytest.raises(InputError, match="longer than half the smallest box height"):
+        periodic_pairs(np.zeros((3, 3)), box, cutoff)
+    with pytest.raises(ValueError, match="shift vectors"):
+        neighbor_pairs(np.zeros((3, 3)), box, cutoff, shifts=True, long_cutoff=True)
 
 
 @pytest.mark.gpu

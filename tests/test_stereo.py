@@ -181,10 +181,9 @@ def test_pattern_covers_other_chain_lengths(root, sps3):
     assert np.array_equal(pt.signs(fr.positions, fr.box), stereo.handedness(fr.positions, fr.box, pt.centres))
 
 
-def test_cg_beads_break_a_tie_of_a_short_chain(root, sps3):
-    """A chain whose generated centres split evenly takes the assignment the CG beads favour."""
+def _three_mer(root, sps3):
+    """The sps_mix frame, its CG beads, and pattern targets with the CG relation learnt on it."""
     from gmx_dbm.mapping import Mapper, read_mapping
-    flat10, x, box = sps3
     d = root / "tests" / "data" / "sps_mix"
     system = read_topology(d / "topol.top")
     flat = system.flat()
@@ -199,15 +198,44 @@ def test_cg_beads_break_a_tie_of_a_short_chain(root, sps3):
     agree, disagree = tac["cg"]
     cg_sign = 1 if agree > disagree else -1
     pt = stereo.PatternTargets(chain, tac["relations"], triples, cg_sign)
-    ref = stereo.handedness(fr.positions, fr.box, pt.centres)
     three = np.flatnonzero(np.asarray(flat.mol_type)[np.asarray(flat.mol_index)[pt.centres[:, 0]]] == "PS3")
     assert len(three) == 2
-    # invert one of the 3-mer's two centres: a tie; the CG beads decide
-    y, _ = stereo.repair(fr.positions, fr.box, pt.centres[three[:1]], -ref[three[:1]])
     s_cg = cg_sign * stereo.cg_handedness(pt.triples, beads, fr.box)[three] * pt.relative[three]
-    want = 1 if s_cg.sum() >= 0 else -1
+    assert s_cg.sum() != 0
+    return fr, beads, chain, tac, triples, cg_sign, pt, three, (1 if s_cg.sum() > 0 else -1)
+
+
+def _towards_plane(x, centres, fraction):
+    """Move each centre atom ``fraction`` of the way to the centroid of its three heavy neighbours (the
+    same side of their plane: the handedness is kept, the signed volume shrinks)."""
+    y = np.array(x)
+    for c in centres:
+        y[c[0]] += fraction * (y[c[1:4]].mean(0) - y[c[0]])
+    return y
+
+
+def test_cg_beads_break_a_tie_of_a_short_chain(root, sps3):
+    """A chain whose centres are too flat to vote takes the assignment the CG beads favour."""
+    fr, beads, chain, tac, triples, cg_sign, pt, three, want = _three_mer(root, sps3)
+    y = _towards_plane(fr.positions, pt.centres[three], 1.0)
+    assert np.abs(stereo.signed_volumes(y, fr.box, pt.centres[three])).sum() < stereo.TIE_VOTE
     got = pt.signs(y, fr.box, beads=beads)[three]
     assert np.array_equal(got, want * pt.relative[three])
-    assert s_cg.sum() != 0
     flipped = stereo.PatternTargets(chain, tac["relations"], triples, -cg_sign)
     assert np.array_equal(flipped.signs(y, fr.box, beads=beads)[three], -got)
+
+
+def test_a_clearly_formed_centre_outweighs_a_nearly_flat_one(root, sps3):
+    """One 3-mer centre generated each way: the chain follows the clearly tetrahedral one, not the CG
+    beads (which here favour the nearly flat one)."""
+    fr, beads, chain, tac, triples, cg_sign, pt, three, want = _three_mer(root, sps3)
+    ref = stereo.handedness(fr.positions, fr.box, pt.centres)
+    # invert one centre, so the chain's two centres disagree, then flatten the one the CG beads agree with
+    y, _ = stereo.repair(fr.positions, fr.box, pt.centres[three[:1]], -ref[three[:1]])
+    s = stereo.handedness(y, fr.box, pt.centres[three]) * pt.relative[three]   # each centre's assignment
+    assert sorted(s.tolist()) == [-1, 1]
+    weak = three[s == want]
+    y = _towards_plane(y, pt.centres[weak], 0.8)
+    vol = stereo.signed_volumes(y, fr.box, pt.centres[three])
+    assert np.abs(vol[s == want]).sum() < 0.5 * np.abs(vol[s != want]).sum()
+    assert np.array_equal(pt.signs(y, fr.box, beads=beads)[three], -want * pt.relative[three])

@@ -113,3 +113,14 @@ def test_validation_on_a_box_too_thin_for_the_force_field_keeps_training(toy_cg,
     assert "validation set 0: no energies or clashes validated" in caplog.text
     rec = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()][-1]
     assert "val0_bond_jsd" in rec and "val0_e_lj_rel" not in rec
+
+
+def test_log_records_are_strict_json():
+    """A value undefined at a step (NaN: the bond JSD when every bond is constrained) is written as null,
+    so that strict JSON readers (jq, JavaScript) read the training log."""
+    from gmx_dbm.train.loop import _json_record
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+    rec = strict(_json_record({"step": 3, "val0_bond_jsd": float("nan"), "w": float("inf"), "loss_g": -1.5}))
+    assert rec == {"step": 3, "val0_bond_jsd": None, "w": None, "loss_g": -1.5}

@@ -16,7 +16,7 @@ import torch
 
 from .. import metrics
 from ..errors import InputError, TrajectoryError
-from ..geometry import periodic_pairs
+from ..neighbors import periodic_pairs
 from ..io import Frame, read_frames
 from ..io import check_names as io_check_names
 from ..quality import StructureChecks

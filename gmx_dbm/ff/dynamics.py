@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..geometry import box_heights
 from .forcefield import ForceField, NonbondedSettings
 from .geometry import minimum_image_fractional
-from .neighbors import neighbor_pairs
+from ..neighbors import neighbor_pairs
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..topology import FlatTopology
 from . import functional as F
 from .geometry import angle, dihedral, minimum_image, minimum_image_fractional, norm
-from .neighbors import check_cutoff, neighbor_pairs
+from ..neighbors import check_cutoff, neighbor_pairs
 
 log = logging.getLogger(__name__)
 

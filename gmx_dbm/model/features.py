@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..ff.geometry import minimum_image_exact
-from ..geometry import box_heights, periodic_pairs
+from ..geometry import box_heights
+from ..neighbors import periodic_pairs
 from ..voxel import GridSpec, density_of, local_frames, minimum_image, voxelize
 from .recipe import N_RELATIONS, REL_ANGLE, REL_BOND, REL_DIHEDRAL, REL_EXCLUDED, Recipe
 
@@ -39,10 +40,10 @@ class FrameState:
 
 def _neighbour_beads(centres: torch.Tensor, box: torch.Tensor, radii) -> list:
     """For each radius, (nb, Mb) indices of beads within it of each bead (itself included, ascending),
-    -1 padded. One periodic k-d tree search (``geometry.periodic_pairs``, exact minimum image at any
+    -1 padded. One periodic cell-list search (``neighbors.periodic_pairs``, exact minimum image at any
     radius) serves all radii."""
     nb = centres.shape[0]
-    # once per frame, on the host: the k-d tree serves radii beyond half the box height too
+    # once per frame, on the host, in float64: the long cut-off mode serves radii beyond half the box height
     i, j, d = periodic_pairs(centres.detach().cpu().double().numpy(), box.detach().cpu().double().numpy(),
                              max(radii), long_cutoff=True)
     out = []

@@ -31,7 +31,7 @@ def separate_overlaps(positions, box, min_distance: float = 0.05, max_iter: int 
     overflows, steepest descent reports Fmax = inf and stops "at machine precision" after ~15 steps
     (measured on random starts and on poorly backmapped frames). Moving them to ``min_distance`` leaves the
     rest to EM."""
-    from ..geometry import periodic_pairs
+    from ..neighbors import periodic_pairs
     pos = np.array(positions, dtype=np.float64)
     box = np.asarray(box, dtype=np.float64)
     rng = np.random.default_rng(seed)

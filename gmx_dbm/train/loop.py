@@ -241,6 +241,12 @@ def kept_name(step: int) -> str:
     return f"step_{step:07d}.safetensors"
 
 
+def _json_record(rec: dict) -> str:
+    """One log line in strict JSON: a value undefined at this step (NaN, e.g. the bond JSD when every bond
+    is constrained) is written as null."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in rec.items()})
+
+
 class Trainer:
     """``config_sha256``: the config file's hash, recorded with each stretch of training in the checkpoints
     and the model (``history``): which config version, machine and wall time made which steps."""
@@ -634,7 +640,7 @@ class Trainer:
                     if root:
                         if validate:
                             rec.update(self.validate())
-                        logf.write(json.dumps(rec) + "\n")
+                        logf.write(_json_record(rec) + "\n")
                         logf.flush()
                         if validate:
                             plot_learning_curves(self.out / "train_log.jsonl", self.out / "learning_curves.png")
