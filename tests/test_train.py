@@ -124,3 +124,9 @@ def test_log_records_are_strict_json():
         return json.loads(text, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
     rec = strict(_json_record({"step": 3, "val0_bond_jsd": float("nan"), "w": float("inf"), "loss_g": -1.5}))
     assert rec == {"step": 3, "val0_bond_jsd": None, "w": None, "loss_g": -1.5}
+    # the learning curves skip such values (a validation energy undefined at one step included)
+    from gmx_dbm.train.curves import curves
+    panels = curves([rec, {"step": 4, "val0_bond_jsd": 0.2, "val0_e_lj_rel": None},
+                     {"step": 5, "val0_e_lj_rel": -0.1}])
+    assert panels["validation 0: JSD"]["bond"] == ([4], [0.2])
+    assert panels["validation 0: |energy error| / |reference|"]["lj"] == ([5], [0.1])

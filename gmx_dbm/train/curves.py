@@ -59,7 +59,8 @@ def curves(records: list) -> dict:
             if name.endswith("_jsd"):
                 add(f"validation {i}: JSD", name[:-4], step, value)
             elif name.startswith("e_") and name.endswith("_rel"):
-                add(f"validation {i}: |energy error| / |reference|", name[2:-4], step, abs(value))
+                add(f"validation {i}: |energy error| / |reference|", name[2:-4], step,
+                    None if value is None else abs(value))
             elif name in ("clashes", "deformed_rings"):
                 add(f"validation {i}: per frame", name, step, value)
     return panels
