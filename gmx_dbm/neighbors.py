@@ -19,7 +19,10 @@ does not rely on GROMACS' shape limits).
 Memory and time are O(N) for a given density: candidates are expanded in chunks of at most ``chunk``
 (about 80 bytes each). (atom, cell) entries whose cell lies beyond the cut-off from the atom (a lower bound
 of the distance from the fractional gaps) are skipped before the expansion: measured on a 5832-atom sPS
-frame at 0.8 nm, 3.1 million candidates without, 1.7 million with, for 0.61 million pairs.
+frame at 0.8 nm, 3.1 million candidates without, 1.7 million with, for 0.61 million pairs. Shift vectors
+are made per block too. Peak RSS and time: ``benchmarks/bench_neighbors.py`` (58320 atoms, 0.8 nm, 6.1
+million pairs, one thread: 837 MB float32 with shifts, 921 MB float64 with distances, from 226 MB before
+the search; 990 and 1346 MB with 4M-candidate blocks on the CPU).
 """
 from __future__ import annotations
 
@@ -174,7 +177,9 @@ def neighbor_pairs(positions, box, cutoff: float, shifts: bool = False, distance
         nxt = int(np.searchsorted(cum, base + chunk, side="right"))
         bounds.append(min(n_atoms, max(nxt, bounds[-1] + 1)))
     b = [[float(box64[r, c]) for c in range(3)] for r in range(3)]
-    out_i, out_j, out_d = [], [], []
+    out_i, out_j, out_d, out_s = [], [], [], []
+    bt = torch.as_tensor(box64, dtype=dt, device=dev)
+    wrap_s = [wrap[order, k].contiguous() for k in range(3)] if shifts else None
     for a0, a1 in zip(bounds[:-1], bounds[1:]):
         total = int(cum[a1 - 1] - (cum[a0 - 1] if a0 else 0))
         if total == 0:
@@ -186,10 +191,13 @@ def neighbor_pairs(positions, box, cutoff: float, shifts: bool = False, distance
         jpos = torch.arange(total, device=dev) - delta.index_select(0, entry)
         del entry, delta
         ipos = torch.repeat_interleave(rank[a0:a1], ln.view(a1 - a0, n_off).sum(1), output_size=total)
-        f = []
+        f, rounded = [], []
         for k in range(3):
             dk = ss[k].index_select(0, jpos) - ss[k].index_select(0, ipos)
-            f.append(dk - torch.round(dk))
+            rk = torch.round(dk)
+            f.append(dk.sub_(rk))
+            if shifts:
+                rounded.append(rk)
         # Cartesian components of the reduced fractional difference (box rows a, b, c lower triangular)
         dz = f[2] * b[2][2]
         dy = f[1] * b[1][1] + f[2] * b[2][1]
@@ -199,26 +207,38 @@ def neighbor_pairs(positions, box, cutoff: float, shifts: bool = False, distance
             r2 = torch.minimum(r2, (dx + sx).square_() + (dy + sy).square_() + (dz + sz).square_())
         del f, dx, dy, dz
         sel = torch.nonzero(r2 < cut2).squeeze(1)
-        ia, ja = order.index_select(0, ipos.index_select(0, sel)), order.index_select(0, jpos.index_select(0, sel))
+        ip, jp = ipos.index_select(0, sel), jpos.index_select(0, sel)
+        ia, ja = order.index_select(0, ip), order.index_select(0, jp)
         r2 = r2.index_select(0, sel)
+        image = None
+        if shifts:
+            # integer image of each pair (x_j - x_i + shift is the minimum image): the rounded fractional
+            # difference of the wrapped coordinates plus the atoms' wraps; per block, so that no temporaries
+            # of the size of the whole list are made
+            image = torch.stack([rounded[k].index_select(0, sel) + wrap_s[k].index_select(0, jp)
+                                 - wrap_s[k].index_select(0, ip) for k in range(3)], dim=-1)
+        del rounded
         if half:
+            if image is not None:
+                image = torch.where((ia > ja).unsqueeze(-1), -image, image)
             ia, ja = torch.minimum(ia, ja), torch.maximum(ia, ja)
         else:
             sel = torch.nonzero(ia < ja).squeeze(1)
             ia, ja, r2 = ia.index_select(0, sel), ja.index_select(0, sel), r2.index_select(0, sel)
+            if image is not None:
+                image = image.index_select(0, sel)
         out_i.append(ia)
         out_j.append(ja)
         out_d.append(r2)
+        if image is not None:
+            out_s.append(-(image @ bt))
     if not out_i:
         return (empty, empty.clone()) + extra
     i, j = torch.cat(out_i), torch.cat(out_j)
+    del out_i, out_j
     extra = ()
     if shifts:
-        # integer image of each pair from the fractional reduction of the wrapped coordinates
-        bt = torch.as_tensor(box64, dtype=dt, device=dev)
-        ds = s.index_select(0, j) - s.index_select(0, i)
-        image = wrap.index_select(0, j) - wrap.index_select(0, i) + torch.round(ds)
-        extra += (-(image @ bt),)
+        extra += (torch.cat(out_s),)
     if distances:
         extra += (torch.sqrt(torch.cat(out_d)),)
     return (i, j) + extra
