@@ -104,13 +104,7 @@ def main():
         s_gen = stereo.handedness(x, work.box, targets.centres)
         chosen = targets.signs(x, work.box, beads=work.centres)
         # one vote per centre, the CG beads on a tie: the vote before signed volumes
-        count = {m: int(np.sum(s_gen[mol == m] * targets.relative[mol == m])) for m in mols}
-        tie = targets.cg_sign * stereo.cg_handedness(targets.triples, work.centres, work.box) * targets.relative \
-            if targets.triples is not None else np.zeros(len(s_gen))
-        plain = np.zeros_like(chosen)
-        for m in mols:
-            c = count[m] or (-1 if tie[mol == m].sum() < 0 else 1)
-            plain[mol == m] = np.sign(c) * targets.relative[mol == m]
+        plain = targets.choose(s_gen, work.box, beads=work.centres)
         rows["generated centres as the reference"].append(np.mean(s_gen == s_ref))
         for t in kinds:
             of = [m for m in mols if type_of[m] == t]

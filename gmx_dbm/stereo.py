@@ -485,10 +485,14 @@ class PatternTargets:
     def signs(self, positions, box, beads=None) -> np.ndarray:
         if not len(self.centres):
             return np.zeros(0, dtype=np.int64)
-        s = signed_volumes(positions, box, self.centres)
+        return self.choose(signed_volumes(positions, box, self.centres), box, beads)
+
+    def choose(self, votes: np.ndarray, box, beads=None) -> np.ndarray:
+        """Targets from per-centre votes (m,) (positive: the centre's current handedness), the CG beads
+        breaking ties."""
         n = self.component.max() + 1
         vote = np.zeros(n)
-        np.add.at(vote, self.component, s * self.relative)
+        np.add.at(vote, self.component, votes * self.relative)
         tie = np.zeros(n)
         if beads is not None and self.triples is not None:
             np.add.at(tie, self.component, self.cg_sign * cg_handedness(self.triples, beads, box) * self.relative)
