@@ -38,7 +38,8 @@ from gmx_dbm.topology import read_topology  # noqa: E402
 
 # part label -> method names of RestrainedLangevin (or functions of ff.dynamics) timed under it
 PARTS = {
-    "pair-list builds": ["_pairs"],
+    "pair-list builds": ["_pairs", "_outer_pairs"],
+    "pair-list prunes": ["_prune"],
     "pair forces": ["_pair_forces"],
     "bonded forces": ["_bonded_forces"],
     "restraints/penalties": ["_penalty_forces", "_restraint", "_chiral_penalty", "_hydrogen_penalty"],
@@ -101,7 +102,8 @@ def build(args):
     signs = handedness(x, frame.box, ch)
     kw = {"device": args.device} if args.device != "cpu" else {}
     dyn = D.RestrainedLangevin(flat, mflat.centre, 453.0, args.steps, bonds=bonds, lengths=lengths,
-                               chiral=(ch, signs), hydrogens=ch, **kw)
+                               chiral=(ch, signs), hydrogens=ch, **kw,
+                               **({"outer_skin": args.outer_skin} if args.outer_skin else {}))
     return dyn, x, np.asarray(frame.box, dtype=np.float64), centres
 
 
@@ -114,6 +116,7 @@ def main(argv=None):
     ap.add_argument("--noise", type=float, default=0.0, help="Gaussian noise on the positions, nm")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--outer-skin", type=float, default=None, help="nm (default: the dynamics' own)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     dyn, x, box, centres = build(args)
@@ -133,8 +136,9 @@ def main(argv=None):
         rows.append((sec, dict(timers.total), dict(timers.calls)))
     sec, parts, calls = min(rows, key=lambda r: r[0])
     print(f"sPS {len(x)} atoms, {args.threads} threads, device {args.device}, noise {args.noise:g} nm")
-    print(f"{'steps':>6s} {'builds':>7s} {'seconds':>8s} {'s/step':>8s}")
-    print(f"{args.steps:6d} {dyn.last_rebuilds:7d} {sec:8.2f} {sec / args.steps:8.4f}")
+    print(f"{'steps':>6s} {'builds':>7s} {'prunes':>7s} {'seconds':>8s} {'s/step':>8s}")
+    print(f"{args.steps:6d} {dyn.last_rebuilds:7d} {getattr(dyn, 'last_prunes', dyn.last_rebuilds):7d} {sec:8.2f} "
+          f"{sec / args.steps:8.4f}")
     print(f"{'part':28s} {'seconds':>8s} {'share':>6s} {'calls':>6s}")
     for label in PARTS:
         if label in parts:

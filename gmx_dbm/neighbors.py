@@ -83,7 +83,8 @@ def _grid(heights: np.ndarray, cutoff: float, n_atoms: int) -> tuple:
 
 
 def neighbor_pairs(positions, box, cutoff: float, shifts: bool = False, distances: bool = False,
-                   chunk: int | None = None, where: str | None = None, long_cutoff: bool = False) -> tuple:
+                   chunk: int | None = None, where: str | None = None, long_cutoff: bool = False,
+                   keep=None, index_dtype=torch.int64) -> tuple:
     """All pairs i < j of one frame with minimum-image distance below ``cutoff`` (nm).
 
     positions (N, 3) and box (3, 3) (rows a, b, c), numpy or tensors; the search runs on the positions'
@@ -95,7 +96,11 @@ def neighbor_pairs(positions, box, cutoff: float, shifts: bool = False, distance
     ``long_cutoff``: any cut-off (environment searches); each pair is listed once, at its exact
     minimum-image distance. Along a box vector whose height h is below twice the cut-off every cell is
     visited, and the images within ceil(cutoff / h - 1/2) box vectors of the rounded one are compared
-    (in a triclinic box the rounded image need not be the shortest there). No ``shifts`` then."""
+    (in a triclinic box the rounded image need not be the shortest there). No ``shifts`` then.
+
+    ``keep``: a function of (i, j) (int64, i < j) giving a bool mask of the pairs to return (the force
+    field's exclusions), applied per block, so that the unfiltered list is never made; ``index_dtype``:
+    of the returned indices (int32 halves the list of a large box)."""
     x = torch.as_tensor(positions)
     if x.dtype not in (torch.float32, torch.float64):
         x = x.double()
@@ -116,7 +121,7 @@ def neighbor_pairs(positions, box, cutoff: float, shifts: bool = False, distance
     n_atoms = x.shape[0]
     extra = ((torch.zeros(0, 3, dtype=dt, device=dev),) if shifts else ()) + \
             ((torch.zeros(0, dtype=dt, device=dev),) if distances else ())
-    empty = torch.zeros(0, dtype=torch.int64, device=dev)
+    empty = torch.zeros(0, dtype=index_dtype, device=dev)
     if n_atoms < 2:
         return (empty, empty.clone()) + extra
     s = x.detach() @ torch.as_tensor(np.linalg.inv(box64), dtype=dt, device=dev)
@@ -222,16 +227,23 @@ def neighbor_pairs(positions, box, cutoff: float, shifts: bool = False, distance
             if image is not None:
                 image = torch.where((ia > ja).unsqueeze(-1), -image, image)
             ia, ja = torch.minimum(ia, ja), torch.maximum(ia, ja)
+            sel = None
         else:
-            sel = torch.nonzero(ia < ja).squeeze(1)
+            sel = ia < ja
+        if keep is not None:
+            sel = keep(ia, ja) if sel is None else sel & keep(ia, ja)
+        if sel is not None:
+            sel = torch.nonzero(sel).squeeze(1)
             ia, ja, r2 = ia.index_select(0, sel), ja.index_select(0, sel), r2.index_select(0, sel)
             if image is not None:
                 image = image.index_select(0, sel)
-        out_i.append(ia)
-        out_j.append(ja)
-        out_d.append(r2)
+        out_i.append(ia.to(index_dtype))
+        out_j.append(ja.to(index_dtype))
+        if distances:
+            out_d.append(r2)
         if image is not None:
             out_s.append(-(image @ bt))
+        del ia, ja, r2, image
     if not out_i:
         return (empty, empty.clone()) + extra
     i, j = torch.cat(out_i), torch.cat(out_j)

@@ -159,6 +159,35 @@ def test_pair_forces_equal_the_force_field_gradient(triatomics):
     assert torch.allclose(dyn._pair_forces(x, pairs), -(g_lj + g_c), rtol=1e-10, atol=1e-10)
 
 
+def test_a_list_pruned_from_the_outer_list_holds_every_pair_a_search_finds(triatomics):
+    """Exactness of the two lists: after displacements whose two largest add up to just under the
+    difference of the skins, the Verlet list pruned from the outer list of the old positions equals a fresh
+    search of the new ones, pair for pair and shift for shift."""
+    flat, pos, box, beads, centre = triatomics
+    dyn = RestrainedLangevin(flat, centre, 300.0, cutoff=0.9, skin=0.1, outer_skin=0.3, dtype=torch.float64)
+    dyn._fit_cutoff(box)
+    b = torch.tensor(box, dtype=torch.float64)
+    x0 = torch.tensor(pos)
+    outer = dyn._outer_pairs(x0, b)
+    rng = np.random.default_rng(5)
+    step = torch.tensor(rng.normal(size=pos.shape))
+    moved = torch.linalg.vector_norm(step, dim=-1)
+    x = x0 + step * (0.99 * (dyn.outer - dyn.skin) / float(torch.topk(moved, 2).values.sum()))
+    pruned, direct = dyn._prune(outer, x), dyn._pairs(x, b)
+    n = len(pos)
+
+    def table(p):
+        keys = p[0] * n + p[1]
+        order = torch.argsort(keys)
+        return keys[order], p[2][order]
+
+    (k1, s1), (k2, s2) = table(pruned), table(direct)
+    assert len(k2) > 1000 and torch.equal(k1, k2)
+    assert torch.allclose(s1, s2)
+    # the outer list is longer: pruning did drop pairs
+    assert len(outer[0]) > 1.2 * len(k1)
+
+
 def test_run_takes_tensors_and_returns_numpy(triatomics):
     flat, pos, box, beads, centre = triatomics
     dyn = RestrainedLangevin(flat, centre, 300.0, steps=5)

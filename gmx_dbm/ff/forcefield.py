@@ -231,16 +231,14 @@ class ForceField(nn.Module):
         not unique and pairs would be missed. InputError otherwise (also for an unusable box)."""
         check_cutoff(box, self.rmax if cutoff is None else float(cutoff), where=where or None)
 
-    def drop_excluded(self, i: torch.Tensor, j: torch.Tensor, *extra: torch.Tensor) -> tuple:
-        """The pairs (i < j) that are not excluded, and the rows of any ``extra`` per-pair tensors."""
-        if len(self.excl_keys):
-            excl = self.excl_keys.to(i.device)
-            keys = i * self.n_atoms + j
-            loc = torch.searchsorted(excl, keys).clamp(max=len(excl) - 1)
-            keep = torch.nonzero(excl.index_select(0, loc) != keys).squeeze(1)
-            i, j = i.index_select(0, keep), j.index_select(0, keep)
-            extra = tuple(e.index_select(0, keep) for e in extra)
-        return (i, j) + tuple(extra)
+    def not_excluded(self, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """Bool mask of the pairs (i < j, int64) that are not excluded (``neighbor_pairs``' ``keep``)."""
+        if not len(self.excl_keys):
+            return torch.ones(len(i), dtype=torch.bool, device=i.device)
+        excl = self.excl_keys.to(i.device)
+        keys = i * self.n_atoms + j
+        loc = torch.searchsorted(excl, keys).clamp_(max=len(excl) - 1)
+        return excl.index_select(0, loc) != keys
 
     def pairs(self, positions, box, cutoff: float | None = None) -> tuple:
         """Non-excluded pairs (i < j) of one frame within ``cutoff`` (default: the force field's longest
@@ -249,8 +247,7 @@ class ForceField(nn.Module):
         twice the cut-off as ``check_box``)."""
         rmax = self.rmax if cutoff is None else float(cutoff)
         x = positions.detach() if torch.is_tensor(positions) else torch.as_tensor(positions, device=self.device)
-        i, j = neighbor_pairs(x, box, rmax)
-        return self.drop_excluded(i, j)
+        return neighbor_pairs(x, box, rmax, keep=self.not_excluded)
 
     def _pair_kernel(self, pos, box, ii, jj):
         """Per-pair short-range (LJ energy, LJ fscal, Coulomb energy, Coulomb fscal, vectors d) for pairs
