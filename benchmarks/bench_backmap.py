@@ -58,6 +58,8 @@ def one(args):
     import logging
 
     from gmx_dbm.backmap import backmap
+    from gmx_dbm.parallel import tune_allocator
+    tune_allocator()   # as the gmx_dbm command does
     # the per-frame split (generation / thermalisation, pair-list builds) goes to stderr; main prints it
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:

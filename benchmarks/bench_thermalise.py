@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from gmx_dbm.backmap.steps import constraint_arrays  # noqa: E402
 from gmx_dbm.ff import dynamics as D  # noqa: E402
 from gmx_dbm.geometry import WholePlan  # noqa: E402
+from gmx_dbm.parallel import tune_allocator  # noqa: E402
 from gmx_dbm.io import read_frames  # noqa: E402
 from gmx_dbm.mapping import read_mapping  # noqa: E402
 from gmx_dbm.stereo import find_centres, handedness  # noqa: E402
@@ -119,6 +120,7 @@ def main(argv=None):
     ap.add_argument("--outer-skin", type=float, default=None, help="nm (default: the dynamics' own)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    tune_allocator()   # as the gmx_dbm command does
     dyn, x, box, centres = build(args)
     cuda = args.device.startswith("cuda")
     timers = Timers(torch.cuda.synchronize if cuda else (lambda: None))

@@ -16,6 +16,7 @@ import sys
 
 from . import __version__
 from .errors import GmxDbmError, RankStopped
+from .parallel import tune_allocator
 
 COMMANDS = ["backmap", "map", "mapping", "energy", "evaluate", "train", "relax"]
 
@@ -54,6 +55,7 @@ def main(argv=None) -> int:
     # third-party chatter (MDAnalysis warns about optional netCDF4 on import) only with --debug
     for noisy in ("MDAnalysis", "parmed"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
+    tune_allocator()
     try:
         return int(args._run(args) or 0)
     except RankStopped as exc:   # another MPI rank failed; rank 0 prints the error

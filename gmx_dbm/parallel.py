@@ -69,6 +69,28 @@ def world() -> World:
     return World(comm.Get_rank(), comm.Get_size(), local, comm)
 
 
+# glibc malloc: blocks up to 32 MB come from the heap instead of fresh mmaps, and up to 512 MB of freed
+# heap stays mapped: the generator's and the thermalisation's temporaries (a few to tens of MB each) are
+# then not faulted in and zeroed by the kernel on every allocation (measured on the 5832-atom sPS frame,
+# one thread: generation 48.3 -> 42.9 s, 300 thermalisation steps 29.7 -> 28.2 s; peak RSS unchanged)
+_MALLOPT = ((-3, 32 << 20), (-1, 512 << 20))     # (M_MMAP_THRESHOLD, bytes), (M_TRIM_THRESHOLD, bytes)
+
+
+def tune_allocator() -> bool:
+    """Set glibc's malloc thresholds for gmx_dbm's large temporaries (the ``gmx_dbm`` command does this
+    at start; Python callers may too). Leaves them alone where the user set MALLOC_MMAP_THRESHOLD_ or
+    MALLOC_TRIM_THRESHOLD_, and where the C library has no ``mallopt`` (not glibc). True if set."""
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in _MALLOPT)
+
+
 def set_threads(threads: int | None, world: World) -> int:
     """torch's intra-op threads for this rank: ``threads`` if given, else ``rank_cores``."""
     import torch

@@ -183,3 +183,16 @@ def test_cg_trajectory_cut_inside_its_last_frame_is_backmapped_up_to_it(cg, tmp_
     assert summary["frames"] == N_FRAMES - 1
     assert len(list(read_frames(out))) == N_FRAMES - 1
     assert any(f"inside frame {N_FRAMES - 1}" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("env, expected", [({}, "True"), ({"MALLOC_TRIM_THRESHOLD_": "131072"}, "False")])
+def test_allocator_thresholds_are_set_unless_the_user_set_them(env, expected):
+    """The gmx_dbm command sets glibc's malloc thresholds at start (``parallel.tune_allocator``), except
+    where the user's environment already does; in a fresh process, as the setting is process-wide."""
+    import platform
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("needs glibc (mallopt)")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run([sys.executable, "-c", "from gmx_dbm.parallel import tune_allocator; print(tune_allocator())"],
+                         env={**clean, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

@@ -13,7 +13,7 @@ from gmx_dbm.topology import read_topology
 from gmx_dbm.mapping import read_mapping
 from gmx_dbm.model.checkpoint import load_checkpoint, load_model, save_model
 from gmx_dbm.model.features import build_state, featurize
-from gmx_dbm.model.networks import Critic, Generator
+from gmx_dbm.model.networks import Critic, Generator, GroupNorm
 from gmx_dbm.model.prior import prior_energy
 from gmx_dbm.model.recipe import FeatureSpec, Recipe
 from gmx_dbm.voxel import GridSpec, collapse, density_of
@@ -163,6 +163,29 @@ def test_critic_and_generator_shapes():
     assert d.shape == (5, 1, 8, 8, 8)
     assert torch.allclose(d.sum(dim=(1, 2, 3, 4)), torch.full((5,), gen.mass), rtol=1e-4)
     assert critic(cond, at, d).shape == (5,)
+
+
+def test_group_norm_on_channels_last_input_equals_torchs():
+    """The channels-last path of ``GroupNorm`` (the backmapper runs the generator channels-last) gives
+    torch's values and gradients, and keeps the memory format."""
+    torch.manual_seed(0)
+    ref = torch.nn.GroupNorm(4, 8)
+    ours = GroupNorm(4, 8)
+    with torch.no_grad():
+        ref.weight.normal_()
+        ref.bias.normal_()
+    ours.load_state_dict(ref.state_dict())
+    x = (3.0 * torch.randn(5, 8, 4, 4, 4) + 1.5).requires_grad_(True)
+    xl = x.detach().to(memory_format=torch.channels_last_3d).requires_grad_(True)
+    assert not xl.is_contiguous()
+    y_ref, y = ref(x), ours(xl)
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    w = torch.randn_like(y_ref)
+    (g_ref,) = torch.autograd.grad((y_ref * w).sum(), x)
+    (g,) = torch.autograd.grad((y * w).sum(), xl)
+    assert torch.allclose(g, g_ref, atol=1e-4)
+    assert torch.equal(ours(x), ref(x))     # contiguous input: torch's own kernel
 
 
 def test_model_file_round_trip(tmp_path):

@@ -20,14 +20,37 @@ def _groups(width: int) -> int:
     return 1
 
 
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` (same parameters and state) with a path for channels-last 5-D input, where
+    torch's CPU kernel is ~3x slower than on contiguous input (measured: 360 x 16 x 8^3 on one thread,
+    25.6 ms against 7.8 ms here): per-channel sums over the voxels, which are contiguous rows there."""
+
+    def forward(self, x):
+        if x.dim() != 5 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last_3d):
+            return super().forward(x)
+        S, C, D, H, W = x.shape
+        G, k, V = self.num_groups, C // self.num_groups, D * H * W
+        p = x.permute(0, 2, 3, 4, 1).reshape(S, V, C)                 # a view: (sample, voxel, channel)
+        mean = p.sum(1).view(S, G, k).sum(-1).div_(V * k).repeat_interleave(k, 1)        # (S, C)
+        dev = p - mean[:, None, :]
+        var = dev.square().sum(1).view(S, G, k).sum(-1).div_(V * k)   # two passes, as torch's kernel
+        scale = torch.rsqrt(var + self.eps).repeat_interleave(k, 1)
+        if self.affine:
+            scale = scale * self.weight
+            y = torch.addcmul(self.bias[None, None, :], dev, scale[:, None, :])
+        else:
+            y = dev.mul_(scale[:, None, :])
+        return y.view(S, D, H, W, C).permute(0, 4, 1, 2, 3)
+
+
 class ResBlock(nn.Module):
     def __init__(self, width: int, norm: bool, sn: bool):
         super().__init__()
         wrap = spectral_norm if sn else (lambda m: m)
         self.conv1 = wrap(nn.Conv3d(width, width, 3, padding=1))
         self.conv2 = wrap(nn.Conv3d(width, width, 3, padding=1))
-        self.norm1 = nn.GroupNorm(_groups(width), width) if norm else nn.Identity()
-        self.norm2 = nn.GroupNorm(_groups(width), width) if norm else nn.Identity()
+        self.norm1 = GroupNorm(_groups(width), width) if norm else nn.Identity()
+        self.norm2 = GroupNorm(_groups(width), width) if norm else nn.Identity()
         self.act = nn.LeakyReLU(0.2)
 
     def forward(self, x):
