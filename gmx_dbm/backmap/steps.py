@@ -21,8 +21,17 @@ from ..model.sampler import constrain_bonds, generate_frame, regenerate_beads, s
 log = logging.getLogger(__name__)
 
 # atoms per generator call: per-sample cost doubles above ~1000 on a 2-core CPU (activations leave the
-# cache; measured 0.28 ms at 512, 0.56 ms at 2880) and memory grows with it; linear in atoms this way
+# cache; measured 0.28 ms at 512, 0.56 ms at 2880; one thread: 0.87 ms at 512, 1.52 ms at 1024) and memory
+# grows with it; linear in atoms this way. An accelerator needs large batches to be busy
 INFERENCE_CHUNK = 512
+INFERENCE_CHUNK_ACCELERATOR = 8192
+
+
+def inference_chunk(device) -> int:
+    """Atoms per generator call on ``device``."""
+    return INFERENCE_CHUNK if torch.device(device).type == "cpu" else INFERENCE_CHUNK_ACCELERATOR
+
+
 # rounds of redrawing the beads of inverted tetrahedral centres before the rest are mirrored back
 STEREO_REDRAWS = 4
 # rounds of redrawing the beads of deformed rings and hidden clashes
@@ -73,7 +82,7 @@ class Generate:
         w.state = build_state(self.m.recipe, self.m.grid, w.centres, w.box, device=w.device)
         s = self.s
         w.positions = generate_frame(self.m.generator, self.m.recipe, self.m.grid, w.state, w.rng, s.gibbs,
-                                     s.orientations, chunk=INFERENCE_CHUNK, temperature=s.select_temperature,
+                                     s.orientations, chunk=inference_chunk(w.device), temperature=s.select_temperature,
                                      proposals=s.proposals, proposal_sweeps=s.proposal_sweeps,
                                      lj_cutoff=s.prior_lj_cutoff)
         w.log["generate_s"] = time.perf_counter() - t0
@@ -109,7 +118,8 @@ def constraint_arrays(flat, constraints: str) -> tuple:
 def _redraw(models: Models, w: FrameWork, beads, projector) -> None:
     w.state.positions = w.positions
     regenerate_beads(models.generator, models.recipe, models.grid, w.state,
-                     torch.as_tensor(np.asarray(beads), device=w.device), w.rng, chunk=INFERENCE_CHUNK)
+                     torch.as_tensor(np.asarray(beads), device=w.device), w.rng,
+                     chunk=inference_chunk(w.device))
     w.positions = w.state.positions if projector is None else projector.project(w.state.positions, w.box)
     w.state.positions = w.positions
 
@@ -230,7 +240,7 @@ class Polish:
         s = self.s
         for _ in range(POLISH_SWEEPS):
             sweep_pass(self.m.generator, self.m.recipe, self.m.grid, w.state, w.rng, False, s.orientations,
-                       INFERENCE_CHUNK, temperature=s.select_temperature, proposals=s.proposals,
+                       inference_chunk(w.device), temperature=s.select_temperature, proposals=s.proposals,
                        local_step=POLISH_STEP, bond_weight=STIFF_BONDS, lj_cutoff=s.prior_lj_cutoff)
             w.state.positions = self.projector.project(w.state.positions, w.box)
         w.positions = w.state.positions
