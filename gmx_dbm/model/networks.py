@@ -32,14 +32,14 @@ class GroupNorm(nn.GroupNorm):
         G, k, V = self.num_groups, C // self.num_groups, D * H * W
         p = x.permute(0, 2, 3, 4, 1).reshape(S, V, C)                 # a view: (sample, voxel, channel)
         mean = p.sum(1).view(S, G, k).sum(-1).div_(V * k).repeat_interleave(k, 1)        # (S, C)
-        dev = p - mean[:, None, :]
-        var = dev.square().sum(1).view(S, G, k).sum(-1).div_(V * k)   # two passes, as torch's kernel
+        centred = p - mean[:, None, :]
+        var = centred.square().sum(1).view(S, G, k).sum(-1).div_(V * k)   # two passes, as torch's kernel
         scale = torch.rsqrt(var + self.eps).repeat_interleave(k, 1)
         if self.affine:
             scale = scale * self.weight
-            y = torch.addcmul(self.bias[None, None, :], dev, scale[:, None, :])
+            y = torch.addcmul(self.bias[None, None, :], centred, scale[:, None, :])
         else:
-            y = dev.mul_(scale[:, None, :])
+            y = centred.mul_(scale[:, None, :])
         return y.view(S, D, H, W, C).permute(0, 4, 1, 2, 3)
 
 
