@@ -227,13 +227,9 @@ def neighbor_pairs(positions, box, cutoff: float, shifts: bool = False, distance
             if image is not None:
                 image = torch.where((ia > ja).unsqueeze(-1), -image, image)
             ia, ja = torch.minimum(ia, ja), torch.maximum(ia, ja)
-            sel = None
-        else:
-            sel = ia < ja
-        if keep is not None:
-            sel = keep(ia, ja) if sel is None else sel & keep(ia, ja)
-        if sel is not None:
-            sel = torch.nonzero(sel).squeeze(1)
+        masks = ([] if half else [lambda a, b: a < b]) + ([] if keep is None else [keep])
+        for mask in masks:   # the i < j order first: ``keep`` sees only pairs in it
+            sel = torch.nonzero(mask(ia, ja)).squeeze(1)
             ia, ja, r2 = ia.index_select(0, sel), ja.index_select(0, sel), r2.index_select(0, sel)
             if image is not None:
                 image = image.index_select(0, sel)

@@ -188,6 +188,16 @@ def test_a_list_pruned_from_the_outer_list_holds_every_pair_a_search_finds(triat
     assert len(outer[0]) > 1.2 * len(k1)
 
 
+def test_float32_run_in_a_box_just_thicker_than_twice_the_verlet_radius(triatomics):
+    """The outer list is clipped to half the smallest box height; in float32 that height may round down
+    (2.1 nm does), and the search must not then refuse the box it was sized for."""
+    flat, pos, box, beads, centre = triatomics
+    scale = 2.1 / box[0, 0]
+    dyn = RestrainedLangevin(flat, centre, 300.0, steps=3, cutoff=0.7)
+    x = dyn.run(pos * scale, box * scale, beads * scale, torch.Generator().manual_seed(4))
+    assert dyn.outer < dyn.outer_skin and np.isfinite(x).all()
+
+
 def test_run_takes_tensors_and_returns_numpy(triatomics):
     flat, pos, box, beads, centre = triatomics
     dyn = RestrainedLangevin(flat, centre, 300.0, steps=5)

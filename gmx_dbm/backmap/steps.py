@@ -224,9 +224,9 @@ class Thermalise:
                                       chiral_signs=signs)
         w.positions = torch.from_numpy(x)
         w.log["thermalise_s"] = time.perf_counter() - t0
-        log.info("frame %d: generated in %.1f s, thermalised (%d steps, %d pair-list builds) in %.1f s", w.index,
-                 w.log.get("generate_s", 0.0), self.dynamics.steps, self.dynamics.last_rebuilds,
-                 w.log["thermalise_s"])
+        log.info("frame %d: generated in %.1f s, thermalised (%d steps, %d pair searches, %d Verlet-list "
+                 "prunes) in %.1f s", w.index, w.log.get("generate_s", 0.0), self.dynamics.steps,
+                 self.dynamics.last_rebuilds, self.dynamics.last_prunes, w.log["thermalise_s"])
 
 
 class Polish:
