@@ -9,6 +9,7 @@ import torch
 from scipy import sparse
 
 from gmx_dbm.ff.dynamics import RestrainedLangevin, project_bonds
+from gmx_dbm.neighbors import neighbor_pairs
 from gmx_dbm.units import KB
 from gmx_dbm.ff.forcefield import ForceField
 from gmx_dbm.topology import read_topology
@@ -154,7 +155,7 @@ def test_pair_forces_equal_the_force_field_gradient(triatomics):
     x = torch.tensor(pos)
     b = torch.tensor(box, dtype=torch.float64)
     dyn._fit_cutoff(box)
-    pairs = dyn._pairs(x, b)
+    pairs = dyn._prune(dyn._outer_pairs(x, b), x)
     _, _, g_lj, g_c = dyn.ff.pair_terms(x, b, pairs[0], pairs[1])
     assert torch.allclose(dyn._pair_forces(x, pairs), -(g_lj + g_c), rtol=1e-10, atol=1e-10)
 
@@ -173,7 +174,8 @@ def test_a_list_pruned_from_the_outer_list_holds_every_pair_a_search_finds(triat
     step = torch.tensor(rng.normal(size=pos.shape))
     moved = torch.linalg.vector_norm(step, dim=-1)
     x = x0 + step * (0.99 * (dyn.outer - dyn.skin) / float(torch.topk(moved, 2).values.sum()))
-    pruned, direct = dyn._prune(outer, x), dyn._pairs(x, b)
+    pruned = dyn._prune(outer, x)
+    direct = neighbor_pairs(x, b, dyn.cutoff + dyn.skin, shifts=True, keep=dyn.ff.not_excluded)
     n = len(pos)
 
     def table(p):

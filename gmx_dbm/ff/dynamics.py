@@ -14,7 +14,8 @@ Everything runs on the device given at construction (default cpu), in float32 by
 (pruned from an outer list that the torch cell list, ``neighbors.neighbor_pairs``, searches), analytic
 bonded, pair and restraint forces, the constraint iterations. Periodic images of the short vectors (bonds,
 angles, dihedrals, restraints, penalties, constraints) are found at the start of a run and at every search
-of the outer list; positions stay unwrapped during a run, so the images of short vectors do not change. Measured on the 5832-atom sPS frame (300 steps, 2 CPU threads): benchmarks/bench_thermalise.py.
+of the outer list; positions stay unwrapped during a run, so the images of short vectors do not change.
+Measured on the 5832-atom sPS frame (300 steps, 2 CPU threads): benchmarks/bench_thermalise.py.
 """
 from __future__ import annotations
 
@@ -402,12 +403,6 @@ class RestrainedLangevin:
         keep = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.int64, device=x.device)
         i, j = i_o.index_select(0, keep).long(), j_o.index_select(0, keep).long()
         return self._parameters(i, j, shift_o.index_select(0, keep))
-
-    def _pairs(self, x, box):
-        """Verlet list of positions x, searched directly: non-excluded pairs within cut-off + skin, their
-        shifts and parameters (6 c6, 12 c12, f q_i q_j) in the run's dtype."""
-        i, j, shift = neighbor_pairs(x, box, self.cutoff + self.skin, shifts=True, keep=self.ff.not_excluded)
-        return self._parameters(i, j, shift.to(self.dtype))
 
     def _parameters(self, i, j, shift):
         ff = self.ff
