@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from gmx_dbm.devices import pin_cpu_kernels
+
+# the kernels `gmx_dbm train` uses, set before any test's first tensor operation: the retrained prefixes
+# of the shipped runs are compared to the bit's neighbourhood (tests/test_model_provenance.py)
+pin_cpu_kernels()
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GMX_DBM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 GMX_PREFIX = Path(os.environ.get("GMX_DBM_GROMACS_PREFIX", "/opt/gmx_dbm/gromacs-2022.5-gmxapi"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -130,3 +131,30 @@ def test_log_records_are_strict_json():
                      {"step": 5, "val0_e_lj_rel": -0.1}])
     assert panels["validation 0: JSD"]["bond"] == ([4], [0.2])
     assert panels["validation 0: |energy error| / |reference|"]["lj"] == ([5], [0.1])
+
+
+def test_pin_cpu_kernels_keeps_the_users_own_settings():
+    from gmx_dbm.devices import REPRODUCIBLE_CPU_KERNELS, pin_cpu_kernels
+    env = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
+    set_now = pin_cpu_kernels(env)
+    if not set_now:
+        pytest.skip("not an x86-64 CPU: no kernels to pin")
+    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
+    assert set_now == {"ATEN_CPU_CAPABILITY": REPRODUCIBLE_CPU_KERNELS["ATEN_CPU_CAPABILITY"]}
+
+
+def test_the_train_command_runs_on_the_pinned_kernels(tmp_path):
+    """In a fresh process, as `gmx_dbm train` starts: pinned before the first tensor operation."""
+    import platform
+    import subprocess
+    import sys
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("not an x86-64 CPU: no kernels to pin")
+    with open("/proc/cpuinfo") as fh:
+        if " avx2" not in fh.read():
+            pytest.skip("this CPU has no AVX2")
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    code = ("from gmx_dbm.devices import pin_cpu_kernels, cpu_kernels; pin_cpu_kernels(); "
+            "import torch; torch.ones(4).add_(1); print(cpu_kernels())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "AVX2"

@@ -46,6 +46,8 @@ def run(args) -> int:
         write_starter_config(args.config, args.aa, args.topology, args.mapping, cg=args.cg or None,
                              validation=args.validation or None, name=args.name, mdp=args.mdp, steps=args.steps)
         return 0
+    from ..devices import pin_cpu_kernels
+    pin_cpu_kernels()     # before the first tensor operation: runs repeat to the bit on other CPUs
     from ..train.distributed import launched
     from ..train.loop import train
     ranks = launched()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..devices import generator_for, resolve_device
+from ..devices import cpu_kernels, generator_for, resolve_device
 from ..errors import ConfigError, ModelFileError, OutputError
 from ..mapping.chemistry import bead_signatures
 from ..model.card import molecule_signatures
@@ -298,7 +298,8 @@ class Trainer:
         self._segment_start, self._segment_wall = 0, 0.0
         # what this process trains on, recorded with each stretch (fixed for the process's life)
         self._machine = {"cpu": cpu_name(), "device": str(self.device), "processes": group.size,
-                         "threads": torch.get_num_threads(), "torch": torch.__version__}
+                         "threads": torch.get_num_threads(), "torch": torch.__version__,
+                         "cpu_kernels": cpu_kernels()}
         self._val_tools: dict = {}     # validation set -> (force field, checks, reference energies) or None
         if group.active:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -377,6 +378,12 @@ class Trainer:
             log.warning("the config file changed since earlier steps of this run (sha256 %s now, %s before): the "
                         "model will not be reproducible from one version of the config",
                         self.config_sha256[:12], ", ".join(sorted(str(h)[:12] for h in earlier)))
+        kernels = {h["cpu_kernels"] for h in self.history if "cpu_kernels" in h}
+        if self.device.type == "cpu" and kernels and kernels != {self._machine["cpu_kernels"]}:
+            log.warning("earlier steps of this run used %s CPU kernels, this process %s: the resumed run will "
+                        "not repeat an uninterrupted one to the bit (gmx_dbm train pins them unless "
+                        "ATEN_CPU_CAPABILITY or ONEDNN_MAX_CPU_ISA is set)", ", ".join(sorted(kernels)),
+                        self._machine["cpu_kernels"])
 
     def check_ranks_agree(self) -> int:
         """Every rank holds the same weights and spectral-norm vectors at the same step (raises if not);
