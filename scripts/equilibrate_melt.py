@@ -3,15 +3,15 @@
 chain lengths that scripts/make_chain_mixture.py cuts from the 10-mer melt: its new chain ends start from
 capped, never-equilibrated geometry).
 
-One NVT run (``gmx grompp`` + ``gmx mdrun``) from the first frame of ``--conf``: velocities drawn at
-``--temperature``, v-rescale thermostat (tau 0.2 ps), 2 fs steps with every bond constrained (LINCS, as the
+One NPT run (``gmx grompp`` + ``gmx mdrun``) from the first frame of ``--conf``: velocities drawn at
+``--temperature``, v-rescale thermostat (tau 0.2 ps), C-rescale barostat at 1 bar (isotropic, tau 2 ps:
+the monomers cut out leave holes that the melt closes), 2 fs steps with every bond constrained (LINCS, as the
 reference sPS MD held its bonds), reaction field (epsilon_rf 2.5) and LJ cut at 1.0 nm with the dispersion
 correction: the settings of the published sPS runs. The first ``--equilibrate`` ps are discarded; frames
 every ``--every`` ps of the next ``--sample`` ps are written to OUT/aa.xtc, the last one to OUT/aa.gro.
 
 Equilibrium check, printed as a table: for each window of the run (the equilibration cut into quarters,
-then the sampled part cut into halves), the mean angle, proper-dihedral and LJ energies of the frames in
-it, and the Jensen-Shannon divergence of the chain-end proper dihedrals (those with an atom in a chain's
+then the sampled part cut into halves), the mean density and angle, proper-dihedral and LJ energies, and the Jensen-Shannon divergence of the chain-end proper dihedrals (those with an atom in a chain's
 first or last monomer) against the last sampled window. Local structure is equilibrated when the energies
 no longer drift and the divergence has dropped to the level the two sampled halves show against each other.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -35,12 +36,12 @@ from gmx_dbm.topology import read_topology
 
 log = logging.getLogger("equilibrate_melt")
 
-MDP = """; NVT equilibration of an all-atom melt (written by scripts/equilibrate_melt.py)
+MDP = """; NPT equilibration of an all-atom melt (written by scripts/equilibrate_melt.py)
 integrator              = md
 dt                      = 0.002
 nsteps                  = {nsteps}
 comm-mode               = linear
-nstcalcenergy           = 100
+nstcalcenergy           = {nstcalc}
 nstenergy               = {nstout}
 nstlog                  = {nstout}
 nstxout-compressed      = {nstout}
@@ -57,7 +58,11 @@ tcoupl                  = v-rescale
 tc-grps                 = system
 tau-t                   = 0.2
 ref-t                   = {temperature}
-pcoupl                  = no
+pcoupl                  = C-rescale
+pcoupltype              = isotropic
+tau-p                   = 2.0
+compressibility         = 4.5e-5
+ref-p                   = 1.0
 gen-vel                 = yes
 gen-temp                = {temperature}
 gen-seed                = {seed}
@@ -101,8 +106,8 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     nstout = int(round(args.every / 0.002))
     nsteps = int(round((args.equilibrate + args.sample) / 0.002))
-    (work / "md.mdp").write_text(MDP.format(nsteps=nsteps, nstout=nstout, temperature=args.temperature,
-                                            seed=args.seed))
+    (work / "md.mdp").write_text(MDP.format(nsteps=nsteps, nstout=nstout, nstcalc=math.gcd(nstout, 100),
+                                            temperature=args.temperature, seed=args.seed))
     top = Path(args.top).resolve()
     run_gmx(["grompp", "-f", "md.mdp", "-c", Path(args.conf).resolve(), "-p", top, "-o", "md.tpr",
              "-po", "mdout.mdp"], cwd=work)
@@ -132,20 +137,20 @@ def main():
     windows += [(eq, half), (half, eq + args.sample + 1e-6)]
 
     def hist(lo, hi):
-        vals = [metrics.values("proper", f.positions, f.box, idx) for f in frames if lo < f.time <= hi]
+        vals = [metrics.values("proper", f.positions[None], f.box[None], idx) for f in frames if lo < f.time <= hi]
         return metrics.histogram("proper", np.concatenate(vals))
 
     last = hist(*windows[-1])
     print(f"\n{len(idx)} chain-end proper dihedrals; energies kJ/mol, mean over each window's frames")
-    print("| window (ps) | angle E | proper dih E | LJ (SR) E | end-dihedral JSD vs last window |")
-    print("|---|---|---|---|---|")
-    terms = ("Angle", next((k for k in ("Proper Dih.", "Ryckaert-Bell.", "Per. Imp. Dih.") if k in energies),
+    print("| window (ps) | density (kg/m3) | angle E | proper dih E | LJ (SR) E | end-dihedral JSD vs last window |")
+    print("|---|---|---|---|---|---|")
+    terms = ("Density", "Angle", next((k for k in ("Proper Dih.", "Ryckaert-Bell.", "Per. Imp. Dih.") if k in energies),
                            "Proper Dih."), "LJ (SR)")
     e_times = np.arange(len(energies["Angle"])) * args.every
     for lo, hi in windows:
         sel = (e_times > lo) & (e_times <= hi)
         row = [energies[k][sel].mean() if k in energies else float("nan") for k in terms]
-        print(f"| {lo:.0f}-{hi:.0f} | {row[0]:.0f} | {row[1]:.0f} | {row[2]:.0f} | "
+        print(f"| {lo:.0f}-{hi:.0f} | {row[0]:.1f} | {row[1]:.0f} | {row[2]:.0f} | {row[3]:.0f} | "
               f"{metrics.jsd(hist(lo, hi), last):.4f} |")
 
 
