@@ -50,31 +50,55 @@ def generator_for(device):
 
 
 # CPU kernels a training run uses, pinned so that a run (and its resumption, and the retrained prefix a test
-# compares) gives the same floats on any x86-64 CPU with AVX2: torch picks vectorised ATen kernels and
-# oneDNN convolutions by the CPU's instruction set, and AVX-512 kernels sum in another order (measured: the
-# sps config's 10th step, rec_rms 0.18408 nm with AVX2 kernels on two CPU generations, 0.18382 with
-# AVX-512 ones). Both settings are read at the process's first tensor operation.
-REPRODUCIBLE_CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# compares) gives the same floats on x86-64 CPUs with and without AVX-512: torch picks vectorised ATen
+# kernels, oneDNN convolutions and MKL's matrix products by the CPU's instruction set, and AVX-512 kernels
+# sum in another order (measured: the sps config's 10th step, rec_rms 0.18408 nm with AVX2 kernels on an
+# AVX2-only and an AVX-512 AMD CPU, 0.18382 with AVX-512 ones). The ATen setting is obeyed without a check
+# of the hardware, so it is set only where the CPU has AVX2 and FMA; the other two are ceilings. All are
+# read at the process's first tensor operation.
+REPRODUCIBLE_CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                            "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+# older spellings a user may have set instead
+_ALSO_SET_BY = {"ONEDNN_MAX_CPU_ISA": ("DNNL_MAX_CPU_ISA",)}
 
 
-def pin_cpu_kernels(environ=None) -> dict:
-    """Set ``REPRODUCIBLE_CPU_KERNELS`` in the environment unless the user set them; call before any tensor
-    operation of the process. Only on x86-64 (other CPUs have their own kernels). Returns what was set."""
+def _cpu_flags() -> set:
+    """The CPU's feature flags (Linux /proc/cpuinfo); empty where unknown."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def pin_cpu_kernels(environ=None, flags=None) -> dict:
+    """Set ``REPRODUCIBLE_CPU_KERNELS`` in the environment where the user has not set them; call before any
+    tensor operation of the process. Only on x86-64 CPUs known to have AVX2 and FMA (elsewhere torch's own
+    choice stays). Returns what was set."""
     import os
     import platform
 
     environ = os.environ if environ is None else environ
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    flags = _cpu_flags() if flags is None else set(flags)
+    if platform.machine().lower() not in ("x86_64", "amd64") or not {"avx2", "fma"} <= flags:
         return {}
     set_now = {}
     for key, value in REPRODUCIBLE_CPU_KERNELS.items():
-        if key not in environ:
+        if key not in environ and not any(k in environ for k in _ALSO_SET_BY.get(key, ())):
             environ[key] = set_now[key] = value
     return set_now
 
 
-def cpu_kernels() -> str:
-    """The instruction set of torch's vectorised CPU kernels in this process (e.g. ``AVX2``, ``AVX512``)."""
+def cpu_kernels() -> dict:
+    """The CPU kernels of this process: ATen's instruction set (e.g. ``AVX2``, ``AVX512``) and the
+    oneDNN and MKL ceilings from the environment (None: the library's own choice)."""
+    import os
+
     import torch
 
-    return torch.backends.cpu.get_cpu_capability()
+    return {"aten": torch.backends.cpu.get_cpu_capability(),
+            "onednn": os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA")),
+            "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS")}

@@ -5,15 +5,20 @@ capped, never-equilibrated geometry).
 
 One NPT run (``gmx grompp`` + ``gmx mdrun``) from the first frame of ``--conf``: velocities drawn at
 ``--temperature``, v-rescale thermostat (tau 0.2 ps), C-rescale barostat at 1 bar (isotropic, tau 2 ps:
-the monomers cut out leave holes that the melt closes), 2 fs steps with every bond constrained (LINCS, as the
-reference sPS MD held its bonds), reaction field (epsilon_rf 2.5) and LJ cut at 1.0 nm with the dispersion
-correction: the settings of the published sPS runs. The first ``--equilibrate`` ps are discarded; frames
-every ``--every`` ps of the next ``--sample`` ps are written to OUT/aa.xtc, the last one to OUT/aa.gro.
+the monomers cut out leave holes that the melt closes), 2 fs steps with every bond constrained (LINCS, as
+the reference sPS MD held its bonds), reaction field (epsilon_rf 2.5) and LJ cut at 1.0 nm with the
+dispersion correction, as in the published sPS runs (thermostat and barostat are this script's choice).
+The first ``--equilibrate`` ps are discarded; frames every ``--every`` ps of the next ``--sample`` ps are
+written to OUT/aa.xtc, the last one to OUT/aa.gro.
 
 Equilibrium check, printed as a table: for each window of the run (the equilibration cut into quarters,
-then the sampled part cut into halves), the mean density and angle, proper-dihedral and LJ energies, and the Jensen-Shannon divergence of the chain-end proper dihedrals (those with an atom in a chain's
-first or last monomer) against the last sampled window. Local structure is equilibrated when the energies
-no longer drift and the divergence has dropped to the level the two sampled halves show against each other.
+then the sampled part cut into halves), the mean density and angle, proper-dihedral and LJ energies of
+the window's energy frames, and the Jensen-Shannon divergence of the chain-end proper dihedrals against
+the last sampled window. Chain ends are counted in the atom order of topologies/make_topologies.py's sPS
+chains (``--end-atoms``: the first monomer's 16 atoms, the last monomer's and the two chain-end hydrogens,
+which come last); for other molecules give their own count. Local structure is equilibrated when the
+energies no longer drift and the divergence has dropped to the level the two sampled halves show against
+each other.
 
 Usage (from the repository root):
     .venv/bin/python scripts/equilibrate_melt.py --top DIR/topol.top --conf DIR/aa.gro --out OUT
@@ -73,17 +78,16 @@ lincs-iter              = 2
 """
 
 
-def end_dihedrals(flat, n_end: int = 16) -> np.ndarray:
-    """Proper dihedrals (k, 4) with an atom among the first or last ``n_end`` atoms of a molecule in
-    molecule-graph order: by sps(n)'s atom order those are the first and last monomer, plus the extra
-    chain-end hydrogens, which come last."""
+def end_dihedrals(flat, n_end: int = 16, n_extra: int = 2) -> np.ndarray:
+    """Proper dihedrals (k, 4) with an atom among the first ``n_end`` or the last ``n_end + n_extra`` atoms
+    of a molecule (sps(n)'s order: first and last monomer, then the two extra chain-end hydrogens)."""
     sets = metrics.interaction_sets(flat)
     idx = np.asarray(sets["proper"])
     near_end = np.zeros(flat.n_atoms, dtype=bool)
     starts = np.flatnonzero(np.diff(flat.mol_index, prepend=-1))
     for start, stop in zip(starts, [*starts[1:], flat.n_atoms]):
         near_end[start:start + n_end] = True
-        near_end[max(start, stop - n_end - 2):stop] = True
+        near_end[max(start, stop - n_end - n_extra):stop] = True
     return idx[near_end[idx].any(axis=1)]
 
 
@@ -98,7 +102,10 @@ def main():
     ap.add_argument("--every", type=float, default=2.5, help="ps between written frames")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=453)
+    ap.add_argument("--end-atoms", type=int, default=16, help="atoms of a chain's end monomer (sPS: 16)")
     args = ap.parse_args()
+    if not (args.every > 0 and args.equilibrate >= 0 and args.sample >= args.every):
+        ap.error("need --every > 0, --equilibrate >= 0 and --sample >= --every")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     out = Path(args.out)
@@ -116,10 +123,8 @@ def main():
 
     flat = read_topology(str(top)).flat()
     frames = list(read_frames(str(work / "md.xtc"), n_atoms=flat.n_atoms))
-    times = np.array([f.time for f in frames])
     energies = edr_energies(work / "md.edr")
-    keep = times >= args.equilibrate - 1e-6
-    sampled = [f for f, k in zip(frames, keep) if k][1:]    # frames after the equilibration's last one
+    sampled = [f for f in frames if f.time > args.equilibrate + 1e-6]
     shutil.copy(work / "md.tpr", out / "md.tpr")
     atoms = AtomInfo.from_topology(flat)
     with open_writer(out / "aa.xtc", atoms) as w:
@@ -130,13 +135,13 @@ def main():
     log.info("wrote %d frames (%.1f-%.1f ps) to %s", len(sampled), sampled[0].time, sampled[-1].time, out / "aa.xtc")
 
     # equilibrium table
-    idx = end_dihedrals(flat)
+    idx = end_dihedrals(flat, args.end_atoms)
     eq = args.equilibrate
     windows = [(eq * k / 4, eq * (k + 1) / 4) for k in range(4)]
     half = eq + args.sample / 2
     windows += [(eq, half), (half, eq + args.sample + 1e-6)]
 
-    def hist(lo, hi):
+    def hist(lo, hi):   # the window's frames (windows are (lo, hi], like the energy frames')
         vals = [metrics.values("proper", f.positions[None], f.box[None], idx) for f in frames if lo < f.time <= hi]
         return metrics.histogram("proper", np.concatenate(vals))
 
@@ -144,13 +149,17 @@ def main():
     print(f"\n{len(idx)} chain-end proper dihedrals; energies kJ/mol, mean over each window's frames")
     print("| window (ps) | density (kg/m3) | angle E | proper dih E | LJ (SR) E | end-dihedral JSD vs last window |")
     print("|---|---|---|---|---|---|")
-    terms = ("Density", "Angle", next((k for k in ("Proper Dih.", "Ryckaert-Bell.", "Per. Imp. Dih.") if k in energies),
-                           "Proper Dih."), "LJ (SR)")
-    e_times = np.arange(len(energies["Angle"])) * args.every
+    terms = ("Density", "Angle", next((k for k in ("Proper Dih.", "Ryckaert-Bell.") if k in energies), "Proper Dih."),
+             "LJ (SR)")
+    import pyedr   # the energy frames' own times (edr_energies leaves them out)
+    e_times = np.asarray(pyedr.edr_to_dict(str(work / "md.edr"))["Time"])
     for lo, hi in windows:
         sel = (e_times > lo) & (e_times <= hi)
+        if not sel.any() or not any(lo < f.time <= hi for f in frames):
+            print(f"| {lo:g}-{hi:g} | no frame in this window | | | | |")
+            continue
         row = [energies[k][sel].mean() if k in energies else float("nan") for k in terms]
-        print(f"| {lo:.0f}-{hi:.0f} | {row[0]:.1f} | {row[1]:.0f} | {row[2]:.0f} | {row[3]:.0f} | "
+        print(f"| {lo:g}-{hi:g} | {row[0]:.1f} | {row[1]:.0f} | {row[2]:.0f} | {row[3]:.0f} | "
               f"{metrics.jsd(hist(lo, hi), last):.4f} |")
 
 

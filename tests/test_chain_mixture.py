@@ -117,21 +117,26 @@ def test_regenerated_from_shared_data(shared_data, tmp_path):
 
 
 def test_equilibrate_melt_writes_frames_after_the_equilibration(gmx, tmp_path):
-    """scripts/equilibrate_melt.py on the small fixture: real grompp + mdrun, 2 ps discarded, 2 ps sampled."""
+    """scripts/equilibrate_melt.py on the small fixture: real grompp + mdrun, 2.6 ps discarded, 1.8 ps sampled."""
     out = tmp_path / "eq"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "equilibrate_melt.py"), "--top", str(MIX / "topol.top"),
-                           "--conf", str(MIX / "aa.gro"), "--out", str(out), "--equilibrate", "2", "--sample", "2",
-                           "--every", "0.5", "--threads", "1"], capture_output=True, text=True)
+    # 0.6 ps between frames does not divide the 2.6 ps discarded: the first frame kept is the one at 3.0 ps
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "equilibrate_melt.py"),
+                           "--top", str(MIX / "topol.top"), "--conf", str(MIX / "aa.gro"), "--out", str(out),
+                           "--equilibrate", "2.6", "--sample", "1.8", "--every", "0.6", "--threads", "1"],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     system = read_topology(MIX / "topol.top")
     from gmx_dbm.io import read_frames
     frames = list(read_frames(out / "aa.xtc", n_atoms=system.n_atoms))
-    assert [round(f.time, 3) for f in frames] == [2.5, 3.0, 3.5, 4.0]
+    assert [round(f.time, 3) for f in frames] == [3.0, 3.6, 4.2]
     # every bond held at its length by the constraints (minimum-image bond vectors)
     from gmx_dbm.metrics import bond_lengths
     bonds, b0 = system.flat().bond_list()
     lengths = bond_lengths(np.stack([f.positions for f in frames]), np.stack([f.box for f in frames]), bonds)
     assert np.abs(lengths - b0[None]).max() < 0.002
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
-    assert len(rows) == 6      # four quarters of the equilibration, two halves of the sampled part
+    # four quarters of the equilibration, two halves of the sampled part, each with a frame; the last
+    # window against itself
+    assert len(rows) == 6 and "no frame" not in proc.stdout
+    assert rows[-1].rstrip(" |").endswith("0.0000")
     assert read_frame(out / "aa.gro", n_atoms=system.n_atoms).n_atoms == system.n_atoms

@@ -94,6 +94,18 @@ def test_run_records_its_history_keeps_steps_and_warns_of_a_changed_config(toy_c
     _, meta = load_model(run / "model.safetensors")
     assert [(h["from_step"], h["to_step"]) for h in meta["history"]] == [(0, 3), (3, 5)]
     assert meta["history"][1]["config_sha256"] == meta["config_sha256"] == file_sha256(cfg) != first["config_sha256"]
+    assert first["cpu_kernels"]["aten"] == torch.backends.cpu.get_cpu_capability()
+
+    # a checkpoint whose earlier steps ran on other CPU kernels: resuming warns
+    ck = load_checkpoint(run / "last.pt")
+    history = json.loads(ck["history"])
+    history[0]["cpu_kernels"] = {**history[0]["cpu_kernels"], "aten": "DEFAULT"}
+    ck["history"] = json.dumps(history)
+    torch.save(ck, run / "last.pt")
+    cfg.write_text(cfg.read_text().replace("steps = 5", "steps = 6"))
+    caplog.clear()
+    assert main(["train", str(cfg), "--resume", "--no-progress"]) == 0
+    assert "earlier steps of this run used other CPU kernels" in caplog.text
 
 
 def test_validation_on_a_box_too_thin_for_the_force_field_keeps_training(toy_cg, tmp_path, caplog):
@@ -133,28 +145,57 @@ def test_log_records_are_strict_json():
     assert panels["validation 0: |energy error| / |reference|"]["lj"] == ([5], [0.1])
 
 
-def test_pin_cpu_kernels_keeps_the_users_own_settings():
-    from gmx_dbm.devices import REPRODUCIBLE_CPU_KERNELS, pin_cpu_kernels
-    env = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
-    set_now = pin_cpu_kernels(env)
-    if not set_now:
-        pytest.skip("not an x86-64 CPU: no kernels to pin")
-    assert env["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
-    assert set_now == {"ATEN_CPU_CAPABILITY": REPRODUCIBLE_CPU_KERNELS["ATEN_CPU_CAPABILITY"]}
-
-
-def test_the_train_command_runs_on_the_pinned_kernels(tmp_path):
-    """In a fresh process, as `gmx_dbm train` starts: pinned before the first tensor operation."""
+def test_pin_cpu_kernels_keeps_the_users_own_settings(monkeypatch):
     import platform
+
+    from gmx_dbm.devices import REPRODUCIBLE_CPU_KERNELS, pin_cpu_kernels
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    env = {"DNNL_MAX_CPU_ISA": "AVX512_CORE", "MKL_ENABLE_INSTRUCTIONS": "AVX512"}
+    assert pin_cpu_kernels(env, flags={"avx2", "fma", "avx512f"}) == {
+        "ATEN_CPU_CAPABILITY": REPRODUCIBLE_CPU_KERNELS["ATEN_CPU_CAPABILITY"]}
+    assert env["MKL_ENABLE_INSTRUCTIONS"] == "AVX512" and "ONEDNN_MAX_CPU_ISA" not in env
+    # a CPU without AVX2 would die of an illegal instruction under ATEN_CPU_CAPABILITY=avx2: nothing is set
+    env = {}
+    assert pin_cpu_kernels(env, flags={"sse4_2", "avx"}) == {} and env == {}
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert pin_cpu_kernels(env, flags={"avx2", "fma"}) == {} and env == {}
+
+
+def _has_avx2() -> bool:
+    from gmx_dbm.devices import _cpu_flags
+    import platform
+    return platform.machine().lower() in ("x86_64", "amd64") and {"avx2", "fma"} <= _cpu_flags()
+
+
+def test_the_command_line_imports_no_torch_before_the_train_command_pins_the_kernels():
+    """The pin works only before the process's first tensor operation: neither the CLI nor any command
+    module may import torch at module level."""
     import subprocess
     import sys
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        pytest.skip("not an x86-64 CPU: no kernels to pin")
-    with open("/proc/cpuinfo") as fh:
-        if " avx2" not in fh.read():
-            pytest.skip("this CPU has no AVX2")
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
-    code = ("from gmx_dbm.devices import pin_cpu_kernels, cpu_kernels; pin_cpu_kernels(); "
-            "import torch; torch.ones(4).add_(1); print(cpu_kernels())")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "AVX2"
+    code = ("import sys, gmx_dbm.cli as c; c.build_parser(); import gmx_dbm.devices; "
+            "print(sorted(m for m in ('torch', 'numpy', 'parmed', 'MDAnalysis') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not _has_avx2(), reason="not an x86-64 CPU with AVX2 and FMA: no kernels to pin")
+def test_the_train_command_runs_on_the_pinned_kernels(tmp_path, monkeypatch):
+    """`gmx_dbm train` in a fresh process (the user's environment without the settings): the trainer sees
+    torch's AVX2 kernels whatever the CPU has."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+                                                            "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")}
+    # the trainer replaced by a module that reports the kernels, so that nothing is trained
+    code = ("import argparse, sys, types\n"
+            "fake = types.ModuleType('gmx_dbm.train.loop')\n"
+            "def train(*a, **k):\n"
+            "    from gmx_dbm.devices import cpu_kernels; print(cpu_kernels()); return 'model'\n"
+            "fake.train = train\n"
+            "sys.modules['gmx_dbm.train.loop'] = fake\n"
+            "from gmx_dbm.commands import train as cmd\n"
+            "cmd.run(argparse.Namespace(init=False, config='c.toml', resume=False, max_steps=None,"
+            " no_progress=True, output=None))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == str({"aten": "AVX2", "onednn": "AVX2", "mkl": "AVX2"})

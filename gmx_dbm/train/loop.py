@@ -236,6 +236,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _same_kernels(a, b) -> bool:
+    """Whether two records of ``devices.cpu_kernels`` agree on what both recorded (older records hold the
+    ATen instruction set alone, as a string)."""
+    a, b = ({"aten": k} if isinstance(k, str) else dict(k) for k in (a, b))
+    return all(a[key] == b[key] for key in a.keys() & b.keys())
+
+
 def kept_name(step: int) -> str:
     """File name of the generator weights kept at ``step`` (``train.keep_steps``)."""
     return f"step_{step:07d}.safetensors"
@@ -378,12 +385,14 @@ class Trainer:
             log.warning("the config file changed since earlier steps of this run (sha256 %s now, %s before): the "
                         "model will not be reproducible from one version of the config",
                         self.config_sha256[:12], ", ".join(sorted(str(h)[:12] for h in earlier)))
-        kernels = {h["cpu_kernels"] for h in self.history if "cpu_kernels" in h}
-        if self.device.type == "cpu" and kernels and kernels != {self._machine["cpu_kernels"]}:
-            log.warning("earlier steps of this run used %s CPU kernels, this process %s: the resumed run will "
-                        "not repeat an uninterrupted one to the bit (gmx_dbm train pins them unless "
-                        "ATEN_CPU_CAPABILITY or ONEDNN_MAX_CPU_ISA is set)", ", ".join(sorted(kernels)),
-                        self._machine["cpu_kernels"])
+        here = self._machine["cpu_kernels"]
+        other = [h["cpu_kernels"] for h in self.history if "cpu_kernels" in h
+                 and str(h.get("device", "cpu")).startswith("cpu") and not _same_kernels(h["cpu_kernels"], here)]
+        if self.device.type == "cpu" and other:
+            log.warning("earlier steps of this run used other CPU kernels (%s) than this process (%s): the "
+                        "resumed run will not repeat an uninterrupted one to the bit (gmx_dbm train pins them "
+                        "unless ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA or MKL_ENABLE_INSTRUCTIONS is set)",
+                        other[-1], here)
 
     def check_ranks_agree(self) -> int:
         """Every rank holds the same weights and spectral-norm vectors at the same step (raises if not);
