@@ -129,3 +129,17 @@ def test_learning_curves_of_a_log(tmp_path):
     empty.write_text("")
     assert plot_learning_curves(empty, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+@pytest.mark.parametrize("checkpoint", sorted(TRAINING.glob("*_last.pt")), ids=lambda p: p.stem)
+def test_a_committed_checkpoint_continues_its_configs_run(checkpoint):
+    """docs/training/NAME_last.pt: loads without running code, was made by the committed config alone, and
+    its step is one the run's log has reached (the log may be ahead)."""
+    from gmx_dbm.model.checkpoint import load_checkpoint
+    name = checkpoint.stem[: -len("_last")]
+    ck = load_checkpoint(checkpoint)
+    history = json.loads(ck["history"])
+    assert history and history[0]["from_step"] == 0 and history[-1]["to_step"] == ck["step"]
+    assert {h["config_sha256"] for h in history} == {file_sha256(CONFIGS / f"{name}.toml")}
+    logged = {r["step"] for r in read_log(TRAINING / f"{name}_train_log.jsonl")}
+    assert ck["step"] <= max(logged)
