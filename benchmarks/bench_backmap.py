@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -80,13 +79,8 @@ def one(args):
 
 
 def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next(ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores"
+    from gmx_dbm.devices import cpu_name
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 SPLIT = [("Generate", "gen"), ("ProjectBonds", "proj"), ("RedrawDefects", "redraw"), ("RepairStereo", "stereo"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,20 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gmx_dbm import evaluate as E  # noqa: E402
+from gmx_dbm.devices import cpu_name  # noqa: E402
 from gmx_dbm.neighbors import periodic_pairs  # noqa: E402
 from gmx_dbm.quality import frame_report  # noqa: E402
 from gmx_dbm.io import read_frames  # noqa: E402
 from gmx_dbm.topology import read_topology  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None) -> int:

@@ -62,16 +62,27 @@ REPRODUCIBLE_CPU_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA":
 _ALSO_SET_BY = {"ONEDNN_MAX_CPU_ISA": ("DNNL_MAX_CPU_ISA",)}
 
 
-def _cpu_flags() -> set:
-    """The CPU's feature flags (Linux /proc/cpuinfo); empty where unknown."""
+def _cpuinfo(key: str) -> str | None:
+    """The first value of ``key`` in Linux's /proc/cpuinfo; None where unknown."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def _cpu_flags() -> set:
+    """The CPU's feature flags; empty where unknown."""
+    return set((_cpuinfo("flags") or "").split())
+
+
+def cpu_name() -> str:
+    """The processor's model name, else what ``platform`` knows."""
+    import platform
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def pin_cpu_kernels(environ=None, flags=None) -> dict:
@@ -92,13 +103,29 @@ def pin_cpu_kernels(environ=None, flags=None) -> dict:
     return set_now
 
 
+_VENDORS = {"AuthenticAMD": "AMD", "GenuineIntel": "Intel"}
+
+
+def cpu_vendor(name: str | None = None) -> str:
+    """'AMD', 'Intel', or what else the CPU reports ('' where unknown); of the processor model ``name``
+    (a ``cpu_name`` recorded elsewhere) when given. MKL takes other kernels on AMD than on Intel CPUs
+    whatever the instruction-set ceiling (measured: the same 10 training steps, pinned to AVX2, end at
+    reconstruction RMS 0.18408 nm on AMD Zen 3 and Zen 4, 0.18348 on an Intel Xeon), so a training run
+    repeats to the bit only on CPUs of its vendor."""
+    if name is not None:
+        return next((v for v in _VENDORS.values() if v.lower() in name.lower()), "")
+    vendor = _cpuinfo("vendor_id") or ""
+    return _VENDORS.get(vendor, vendor)
+
+
 def cpu_kernels() -> dict:
-    """The CPU kernels of this process: ATen's instruction set (e.g. ``AVX2``, ``AVX512``) and the
-    oneDNN and MKL ceilings from the environment (None: the library's own choice)."""
+    """The CPU kernels of this process: the CPU's vendor (``cpu_vendor``), ATen's instruction set (e.g.
+    ``AVX2``, ``AVX512``) and the oneDNN and MKL ceilings from the environment (None: the library's own
+    choice)."""
     import os
 
     import torch
 
-    return {"aten": torch.backends.cpu.get_cpu_capability(),
+    return {"vendor": cpu_vendor(), "aten": torch.backends.cpu.get_cpu_capability(),
             "onednn": os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA")),
             "mkl": os.environ.get("MKL_ENABLE_INSTRUCTIONS")}

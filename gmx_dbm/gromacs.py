@@ -136,10 +136,10 @@ def rerun_mdp(settings) -> str:
                             epsilon_rf=settings.epsilon_rf)
 
 
-def edr_energies(edr, workdir=None) -> dict:
+def edr_energies(edr, workdir=None, times: bool = False) -> dict:
     """All energy terms of a GROMACS energy file (.edr), read directly (``pyedr``): {GROMACS term name:
-    float64 array over the file's frames}, in file order; the frame times are not a term. ``workdir``:
-    the folder a relative ``edr`` is in."""
+    float64 array over the file's frames}, in file order; the frame times are not a term unless
+    ``times`` (then under "Time", ps). ``workdir``: the folder a relative ``edr`` is in."""
     import numpy as np
     path = Path(edr) if workdir is None else Path(workdir) / edr
     if not path.is_file():
@@ -159,7 +159,8 @@ def edr_energies(edr, workdir=None) -> dict:
         terms = pyedr.edr_to_dict(str(path))
     except Exception as exc:  # pyedr signals a truncated or foreign file with several exception types
         raise GromacsError(f"cannot read energy file {path}: {exc}", workdir=workdir) from None
-    return {name: np.asarray(values, dtype=np.float64) for name, values in terms.items() if name != "Time"}
+    return {name: np.asarray(values, dtype=np.float64) for name, values in terms.items()
+            if times or name != "Time"}
 
 
 def rerun_energies(top, conf, workdir, settings=None, mdp_text: str | None = None, traj=None,

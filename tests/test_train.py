@@ -145,6 +145,23 @@ def test_log_records_are_strict_json():
     assert panels["validation 0: |energy error| / |reference|"]["lj"] == ([5], [0.1])
 
 
+def test_cpu_vendor_of_names_and_of_history_records_without_it():
+    from gmx_dbm.devices import cpu_kernels, cpu_vendor
+    from gmx_dbm.train.loop import _kernels_of, _same_kernels
+    assert cpu_vendor("AMD EPYC 7B13 64-Core Processor") == "AMD"
+    assert cpu_vendor("Intel(R) Xeon(R) Processor") == "Intel"
+    assert cpu_vendor("Apple M2") == ""
+    assert cpu_kernels()["vendor"] == cpu_vendor()
+    # a stretch recorded before the vendor key: taken from its processor name
+    old = {"cpu": "AMD EPYC", "cpu_kernels": {"aten": "AVX2", "onednn": "AVX2", "mkl": "AVX2"}}
+    assert _kernels_of(old) == {"aten": "AVX2", "onednn": "AVX2", "mkl": "AVX2", "vendor": "AMD"}
+    assert _kernels_of({"cpu": "AMD EPYC"}) == {"vendor": "AMD"}
+    assert _kernels_of({"cpu": "Apple M2", "cpu_kernels": "NEON"}) == {"aten": "NEON"}
+    intel = {"vendor": "Intel", "aten": "AVX2", "onednn": "AVX2", "mkl": "AVX2"}
+    assert not _same_kernels(_kernels_of(old), intel)
+    assert _same_kernels(_kernels_of(old), {**intel, "vendor": "AMD"})
+
+
 def test_pin_cpu_kernels_keeps_the_users_own_settings(monkeypatch):
     import platform
 
@@ -190,7 +207,8 @@ def test_the_train_command_runs_on_the_pinned_kernels(tmp_path, monkeypatch):
     code = ("import argparse, sys, types\n"
             "fake = types.ModuleType('gmx_dbm.train.loop')\n"
             "def train(*a, **k):\n"
-            "    from gmx_dbm.devices import cpu_kernels; print(cpu_kernels()); return 'model'\n"
+            "    from gmx_dbm.devices import cpu_kernels; k = cpu_kernels(); k.pop('vendor'); print(k)\n"
+            "    return 'model'\n"
             "fake.train = train\n"
             "sys.modules['gmx_dbm.train.loop'] = fake\n"
             "from gmx_dbm.commands import train as cmd\n"

@@ -22,14 +22,13 @@ import json
 import logging
 import math
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..devices import cpu_kernels, generator_for, resolve_device
+from ..devices import cpu_kernels, cpu_name, cpu_vendor, generator_for, resolve_device
 from ..errors import ConfigError, ModelFileError, OutputError
 from ..mapping.chemistry import bead_signatures
 from ..model.card import molecule_signatures
@@ -224,23 +223,22 @@ class _Autocast:
 _ROOT_LOGGED = ("rec_rms_nm",)
 
 
-def cpu_name() -> str:
-    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _same_kernels(a, b) -> bool:
     """Whether two records of ``devices.cpu_kernels`` agree on what both recorded (older records hold the
     ATen instruction set alone, as a string)."""
     a, b = ({"aten": k} if isinstance(k, str) else dict(k) for k in (a, b))
     return all(a[key] == b[key] for key in a.keys() & b.keys())
+
+
+def _kernels_of(stretch: dict) -> dict:
+    """What a history stretch records of its CPU kernels; the vendor from its processor name where the
+    record predates the vendor key."""
+    k = stretch.get("cpu_kernels") or {}
+    k = {"aten": k} if isinstance(k, str) else dict(k)
+    vendor = cpu_vendor(stretch.get("cpu", ""))
+    if "vendor" not in k and vendor:
+        k["vendor"] = vendor
+    return k
 
 
 def kept_name(step: int) -> str:
@@ -386,12 +384,13 @@ class Trainer:
                         "model will not be reproducible from one version of the config",
                         self.config_sha256[:12], ", ".join(sorted(str(h)[:12] for h in earlier)))
         here = self._machine["cpu_kernels"]
-        other = [h["cpu_kernels"] for h in self.history if "cpu_kernels" in h
-                 and str(h.get("device", "cpu")).startswith("cpu") and not _same_kernels(h["cpu_kernels"], here)]
+        other = [_kernels_of(h) for h in self.history if str(h.get("device", "cpu")).startswith("cpu")
+                 and not _same_kernels(_kernels_of(h), here)]
         if self.device.type == "cpu" and other:
             log.warning("earlier steps of this run used other CPU kernels (%s) than this process (%s): the "
-                        "resumed run will not repeat an uninterrupted one to the bit (gmx_dbm train pins them "
-                        "unless ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA or MKL_ENABLE_INSTRUCTIONS is set)",
+                        "resumed run will not repeat an uninterrupted one to the bit (gmx_dbm train pins the "
+                        "instruction sets unless ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA or "
+                        "MKL_ENABLE_INSTRUCTIONS is set; MKL's kernels differ between CPU vendors)",
                         other[-1], here)
 
     def check_ranks_agree(self) -> int:
