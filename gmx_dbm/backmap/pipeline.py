@@ -94,11 +94,12 @@ class Backmapper:
         if s.constraints != "none":
             projector = S.ProjectBonds(flat, *S.constraint_arrays(flat, s.constraints), device=dev)
             chain.append(projector)
-        chain.append(S.RedrawDefects(models, flat, projector))
+        defects = S.RedrawDefects(models, flat, projector)
+        chain.append(defects)
         # after the projection and the redraws: projecting a distorted frame onto the bond lengths can
         # itself invert centres, and a redrawn bead can leave a hydrogen on the wrong side
         if len(ch_centres):
-            chain.append(S.RepairStereo(models, ch_centres, targets, projector))
+            chain.append(S.RepairStereo(models, ch_centres, targets, projector, defects))
         dynamics = None
         if s.md_steps:
             from ..ff.dynamics import RestrainedLangevin
