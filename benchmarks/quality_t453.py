@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +67,8 @@ def main():
         dt = time.perf_counter() - t
         cands = [out] + ([t453 / "deepbackmap.xtc", t453 / "baseline.xtc"] if args.compare else [])
         res = evaluate(reference, cands, args.topology, plots=False, json_path=args.json)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    from gmx_dbm.devices import cpu_name
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores")
     print(f"reference {reference}, CG {cg}, topology {args.topology}, mapping {' '.join(args.mapping)}")
     print(f"model {args.model}: {s['frames']} frames, gibbs {args.gibbs}, orientations {args.orientations}, "
           f"proposals {args.proposals}, md steps {s['md_steps']} at {s['temperature']:g} K, "
