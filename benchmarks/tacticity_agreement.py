@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +124,8 @@ def main():
         part = votes[f * per_frame:(f + 1) * per_frame]
         rows["chains by CG-sign majority as the reference"].append(
             np.mean([np.all(convention * np.sign(v or 1) * rel == ref) for v, rel, ref in part]))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; model {args.model}; "
+    from gmx_dbm.devices import cpu_name
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; model {args.model}; "
           f"{len(pick)} frames of {cg_path.name} / {ref_path.name}, {len(targets.centres)} centres in {targets.n_chains} "
           "chains per frame")
     print(f"{'measure':48s} {'mean':>7s} {'min':>7s}")
