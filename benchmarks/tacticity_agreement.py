@@ -74,7 +74,6 @@ def main():
     smap = read_mapping([args.mapping], system)
     bm = Backmapper.build(system, smap, args.model, md_steps=0, stereo="auto")
     targets = bm.stereo_targets
-    chain = targets.chain
     flat, mflat = bm.flat, bm.mflat
     cg = list(read_frames(cg_path))
     aa = list(read_frames(ref_path))

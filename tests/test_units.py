@@ -76,7 +76,8 @@ def test_sps_map_serves_any_chain_length(tmp_path):
     m20, m2, m10 = smap.molecules["PS20"], smap.molecules["PS2"], smap.molecules["PS10"]
     assert [u[0] for u in m20.units] == ["STY_first"] + ["STY"] * 18 + ["STY_last"]
     assert [u[0] for u in m2.units] == ["STY_first", "STY_last"]
-    assert m20.n_beads == 40 and m2.n_beads == 4
+    assert m20.n_beads == 40 and m2.n_beads == 4 and m10.n_beads == 20
+    assert [u[0] for u in m10.units] == ["STY_first"] + ["STY"] * 8 + ["STY_last"]
     assert [b.name for b in m20.beads[-2:]] == ["B20", "S20"]
     # every atom in exactly one bead
     for mm, n in ((m20, 20), (m2, 2)):
