@@ -55,17 +55,15 @@ def test_every_documented_run_has_a_committed_config_and_prefix():
 def _run_vendor(name: str) -> str:
     """The CPU vendor a documented run trained on, from the history its shipped model or its committed
     checkpoint (``docs/training/NAME_last.pt``) records; '' where neither says."""
-    from gmx_dbm.devices import cpu_vendor
     from gmx_dbm.model.checkpoint import load_checkpoint
+    from gmx_dbm.train.loop import _kernels_of
     histories = []
     if (MODEL_DIR / f"{name}.safetensors").is_file():
         histories.append(read_model_meta(MODEL_DIR / f"{name}.safetensors").get("history") or [])
     if (TRAINING / f"{name}_last.pt").is_file():
         histories.append(json.loads(load_checkpoint(TRAINING / f"{name}_last.pt").get("history", "[]")))
     for stretch in (h for history in histories for h in history):
-        vendor = (stretch.get("cpu_kernels") or {}).get("vendor") if isinstance(stretch.get("cpu_kernels"), dict) \
-            else None
-        vendor = vendor or cpu_vendor(stretch.get("cpu", ""))
+        vendor = _kernels_of(stretch).get("vendor")
         if vendor:
             return vendor
     return ""
