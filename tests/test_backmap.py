@@ -210,16 +210,7 @@ def test_deformed_ring_has_its_bead_redrawn(shipped):
 
     from gmx_dbm.backmap import steps as S
     from gmx_dbm.quality import StructureChecks
-    root = shipped
-    system = read_topology(root / "topologies/sps.top")
-    bm = Backmapper_build(system, root)
-    cg = read_frame(root / "examples/sps/cg.gro")
-    redraw = next(s for s in bm.steps if isinstance(s, S.RedrawDefects))
-    work = S.FrameWork(0, cg.positions, cg.box, torch.Generator().manual_seed(0))
-    for step in bm.steps:
-        if step is redraw:
-            break
-        step(work)
+    bm, cg, redraw, work = _example_up_to(shipped, S.RedrawDefects)
     checks = StructureChecks(bm.flat)
     assert len(checks.deformed_rings(work.positions.double().numpy(), cg.box)) == 0
     ring = checks.rings[5]
@@ -245,22 +236,11 @@ def test_stereo_redraws_leave_no_deformed_ring(shipped):
     """The stereo repair redraws the beads of inverted centres; a ring left deformed in the frame (here
     folded by hand, as a redrawn bead can come out) is redrawn after the round, so that the frame leaves
     the repair with every centre of its target handedness and no deformed ring."""
-    import torch
-
     from gmx_dbm.backmap import steps as S
     from gmx_dbm.quality import StructureChecks
     from gmx_dbm.stereo import handedness, repair
-    root = shipped
-    system = read_topology(root / "topologies/sps.top")
-    bm = Backmapper_build(system, root)
-    cg = read_frame(root / "examples/sps/cg.gro")
-    stereo = next(s for s in bm.steps if isinstance(s, S.RepairStereo))
+    bm, cg, stereo, work = _example_up_to(shipped, S.RepairStereo)
     assert stereo.defects is next(s for s in bm.steps if isinstance(s, S.RedrawDefects))
-    work = S.FrameWork(0, cg.positions, cg.box, torch.Generator().manual_seed(0))
-    for step in bm.steps:
-        if step is stereo:
-            break
-        step(work)
     checks = StructureChecks(bm.flat)
     box = np.asarray(cg.box, dtype=np.float64)
     cen = bm.stereo_targets.centres
@@ -278,6 +258,24 @@ def test_stereo_redraws_leave_no_deformed_ring(shipped):
     after = work.host_positions()
     assert len(checks.deformed_rings(after, box)) == 0
     assert (handedness(after, box, cen) == signs).all()
+
+
+def _example_up_to(root, step_type):
+    """The shipped example's backmapper (no thermalisation), its CG frame, its step of ``step_type`` and
+    the frame's work after every step before that one."""
+    import torch
+
+    from gmx_dbm.backmap import steps as S
+    system = read_topology(root / "topologies/sps.top")
+    bm = Backmapper_build(system, root)
+    cg = read_frame(root / "examples/sps/cg.gro")
+    target = next(s for s in bm.steps if isinstance(s, step_type))
+    work = S.FrameWork(0, cg.positions, cg.box, torch.Generator().manual_seed(0))
+    for step in bm.steps:
+        if step is target:
+            break
+        step(work)
+    return bm, cg, target, work
 
 
 def Backmapper_build(system, root):
